@@ -1,0 +1,114 @@
+"""The one module that touches orbax: run checkpoints and standalone models.
+
+Run checkpoints hold the whole train state (a pytree) and, as JSON, the
+metrics history. They are written after every `every_epochs` epochs and at
+the end of every stage; the latest `keep` are kept, and stage ends forever.
+Restoring walks back from the latest, skipping (with a warning) any
+checkpoint that cannot be read, e.g. one left half-written by a killed run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+_STAGE_ENDS = "stage_ends.json"
+
+
+@dataclasses.dataclass
+class _LatestAndStageEnds(pp.PreservationPolicy):
+  keep: int
+  stage_ends: set
+
+  def should_preserve(self, checkpoints: Sequence[pp.PolicyCheckpointInfo], *,
+                      context: pp.PreservationContext) -> Sequence[bool]:
+    latest = set(sorted(c.step for c in checkpoints)[-self.keep:])
+    return [c.step in latest or c.step in self.stage_ends for c in checkpoints]
+
+
+class RunCheckpoints:
+  """Checkpoints of one phase of a run, in `directory`, one per epoch count."""
+
+  def __init__(self, directory: str, keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self._stage_ends_path = os.path.join(self.directory, _STAGE_ENDS)
+    stage_ends = set()
+    if os.path.exists(self._stage_ends_path):
+      with open(self._stage_ends_path) as f:
+        stage_ends = set(json.load(f))
+    self._policy = _LatestAndStageEnds(max(keep, 2), stage_ends)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=self._policy, enable_async_checkpointing=False,
+            create=True, cleanup_tmp_directories=True))
+
+  def save(self, step: int, state: Any, meta: dict, stage_end: bool = False) -> None:
+    if stage_end:
+      self._policy.stage_ends.add(int(step))
+      with open(self._stage_ends_path, "w") as f:
+        json.dump(sorted(self._policy.stage_ends), f)
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+  def restore_latest(self, target: Any) -> tuple[Any, dict] | None:
+    """The newest readable checkpoint, or None if there is none."""
+    for step in reversed(self.steps()):
+      try:
+        return self.restore(step, target)
+      except Exception as e:  # corrupt or half-written: fall back to the one before
+        logging.warning("checkpoint %d in %s cannot be read (%s: %s); trying the one before",
+                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+    return None
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def save_model(path: str, variables: Any, meta: dict) -> None:
+  """A standalone model: its variables (orbax) and `model.json` beside them."""
+  path = os.path.abspath(path)
+  os.makedirs(path, exist_ok=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(path, "variables"), variables, force=True)
+  with open(os.path.join(path, "model.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+
+
+def load_model(path: str, target: Any = None) -> tuple[Any, dict]:
+  """(variables, meta) of a model saved by `save_model`."""
+  path = os.path.abspath(path)
+  with ocp.StandardCheckpointer() as ckptr:
+    variables = ckptr.restore(os.path.join(path, "variables"), target)
+  meta = {}
+  if os.path.exists(os.path.join(path, "model.json")):
+    with open(os.path.join(path, "model.json")) as f:
+      meta = json.load(f)
+  return variables, meta
+
+
+def model_shapes(path: str) -> dict:
+  """{path: shape} of a saved model's variables, read from metadata only."""
+  path = os.path.abspath(path)
+  with ocp.StandardCheckpointer() as ckptr:
+    meta = ckptr.metadata(os.path.join(path, "variables"))
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  import jax
+  return {jax.tree_util.keystr(p): tuple(m.shape)
+          for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -1,0 +1,172 @@
+"""Every config key with its default, and the validation run before any work.
+
+Config files in `configs/` start from `base_config()` and change what they
+need. `validate()` raises `ConfigError` with one line that says what is wrong
+and how to fix it; the driver turns that into exit code 2 before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from alphaprune import losses, masks, models, optimizer, schedules
+
+METHODS = ("alpha_blend",)
+# Keys that may differ when a run resumes in an existing workdir: where data
+# lives, how often to checkpoint, how much to print. Anything else would make
+# the resumed run a different experiment.
+SAFE_TO_CHANGE = ("data.data_dir", "data.manual_dir", "data.download",
+                  "data.eval_batch_size", "checkpoint.every_epochs", "checkpoint.keep",
+                  "report.enabled")
+
+
+class ConfigError(ValueError):
+  """A bad config or input: reported in one line, exit code 2."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "alpha_blend"
+
+  c.data = dict(name="fashion_mnist", data_dir="", manual_dir="/usr/share/datasets/fashion-mnist",
+                download=True, val_fraction=0.1, batch_size=128, eval_batch_size=1000)
+  c.model = dict(name="lenet5", hidden=(300, 100), depth=11, width=1.0)
+  c.teacher = dict(checkpoint="", epochs=10, trainable=False, optimizer="adam",
+                   learning_rate=1e-3)
+  c.prune = dict(keep_ratio=0.35, criterion="magnitude", scope="layer",
+                 structure="unstructured", n=2, m=4, include=masks.DEFAULT_INCLUDE,
+                 exclude=(), init="he_normal")
+  c.blend = dict(form="layer")
+  c.schedule = dict(kind="exponential", rate=0.05, alpha_min=0.05, num_stages=10, alphas=())
+  c.train = dict(optimizer="sgd", learning_rate=1e-3, momentum=0.9, max_epochs_per_stage=350,
+                 advance_after_cuts=0, finetune_epochs=0, reset_momentum=False,
+                 plateau=dict(factor=0.1, patience=10, cooldown=0, min_delta=1e-4, min_lr=0.0))
+  c.loss = dict(kind="classification", target="teacher", reduction="mean", temperature=4.0,
+                distill_weight=0.5)
+  c.checkpoint = dict(every_epochs=1, keep=2)
+  c.report = dict(enabled=True)
+  return c
+
+
+def _choice(value, allowed, key):
+  if value not in allowed:
+    raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}; "
+                      f"set --config.{key} to one of them")
+
+
+def _positive(value, key, integer=False):
+  if integer and int(value) != value:
+    raise ConfigError(f"{key}={value!r} must be a whole number")
+  if not value > 0:
+    raise ConfigError(f"{key}={value!r} must be > 0")
+
+
+def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
+  """Raises ConfigError (one line) on the first problem found."""
+  _choice(c.method, METHODS, "method")
+  if not isinstance(c.seed, int) or c.seed < 0:
+    raise ConfigError(f"seed={c.seed!r} must be a non-negative integer")
+  # data
+  if not c.data.name or not isinstance(c.data.name, str):
+    raise ConfigError("data.name is empty; set --config.data.name (e.g. fashion_mnist, cifar10)")
+  if not 0 < c.data.val_fraction < 1:
+    raise ConfigError(f"data.val_fraction={c.data.val_fraction} must be in (0, 1)")
+  _positive(c.data.batch_size, "data.batch_size", integer=True)
+  _positive(c.data.eval_batch_size, "data.eval_batch_size", integer=True)
+  for key in ("batch_size", "eval_batch_size"):
+    if c.data[key] % device_count:
+      raise ConfigError(f"data.{key}={c.data[key]} is not divisible by the {device_count} "
+                        "devices; use a multiple of the device count")
+  # model
+  _choice(c.model.name, models.MODELS, "model.name")
+  if c.model.name == "vgg":
+    _choice(c.model.depth, models.VGG_LAYOUTS, "model.depth")
+  if c.model.name == "resnet" and (c.model.depth < 8 or (c.model.depth - 2) % 6):
+    raise ConfigError(f"model.depth={c.model.depth} is not a CIFAR ResNet depth; "
+                      "use 6n+2 (20, 32, 56)")
+  _positive(c.model.width, "model.width")
+  if c.model.name == "mlp" and (not c.model.hidden or min(c.model.hidden) < 1):
+    raise ConfigError(f"model.hidden={c.model.hidden!r} needs positive layer widths")
+  # teacher
+  if not c.teacher.checkpoint:
+    _positive(c.teacher.epochs, "teacher.epochs", integer=True)
+  _choice(c.teacher.optimizer, optimizer.OPTIMIZERS, "teacher.optimizer")
+  _positive(c.teacher.learning_rate, "teacher.learning_rate")
+  # pruning
+  p = c.prune
+  if not 0 < p.keep_ratio <= 1:
+    raise ConfigError(f"prune.keep_ratio={p.keep_ratio} must be in (0, 1]")
+  _choice(p.criterion, masks.CRITERIA, "prune.criterion")
+  _choice(p.scope, masks.SCOPES, "prune.scope")
+  _choice(p.structure, masks.STRUCTURES, "prune.structure")
+  if p.scope == "global" and p.structure != "unstructured":
+    raise ConfigError(f"prune.scope=global works with unstructured masks only, not "
+                      f"{p.structure}; use prune.scope=layer")
+  if p.structure == "n:m" and not (isinstance(p.n, int) and isinstance(p.m, int)
+                                    and 0 < p.n < p.m):
+    raise ConfigError(f"prune.n={p.n}, prune.m={p.m}: need integers 0 < n < m (e.g. 2:4)")
+  if p.structure == "filter" and c.model.name == "resnet":
+    raise ConfigError("prune.structure=filter is not supported for resnet yet (residual "
+                      "groups need consistent channels); use unstructured or n:m")
+  if not p.include:
+    raise ConfigError("prune.include is empty; give at least one regex (default: kernel$)")
+  _choice(p.init, ("he_normal", "he_uniform", "copy"), "prune.init")
+  _choice(c.blend.form, models.BLEND_FORMS, "blend.form")
+  # schedule
+  s = c.schedule
+  _choice(s.kind, schedules.KINDS, "schedule.kind")
+  try:
+    schedules.make_schedule(s.kind, rate=s.rate, alpha_min=s.alpha_min,
+                            num_stages=s.num_stages, alphas=s.alphas)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  # training
+  t = c.train
+  _choice(t.optimizer, optimizer.OPTIMIZERS, "train.optimizer")
+  _positive(t.learning_rate, "train.learning_rate")
+  if not 0 <= t.momentum < 1:
+    raise ConfigError(f"train.momentum={t.momentum} must be in [0, 1)")
+  _positive(t.max_epochs_per_stage, "train.max_epochs_per_stage", integer=True)
+  if t.advance_after_cuts < 0 or t.finetune_epochs < 0:
+    raise ConfigError("train.advance_after_cuts and train.finetune_epochs must be >= 0")
+  if not 0 < t.plateau.factor < 1:
+    raise ConfigError(f"train.plateau.factor={t.plateau.factor} must be in (0, 1)")
+  if t.plateau.patience < 1 or t.plateau.cooldown < 0:
+    raise ConfigError("train.plateau.patience must be >= 1 and train.plateau.cooldown >= 0")
+  if not t.plateau.min_delta > 0:
+    raise ConfigError(f"train.plateau.min_delta={t.plateau.min_delta} must be > 0 "
+                      "(use a small value such as 1e-4)")
+  if not 0 <= t.plateau.min_lr < t.learning_rate:
+    raise ConfigError(f"train.plateau.min_lr={t.plateau.min_lr} must be in "
+                      f"[0, train.learning_rate={t.learning_rate})")
+  # loss
+  _choice(c.loss.kind, losses.KINDS, "loss.kind")
+  _choice(c.loss.target, losses.TARGETS, "loss.target")
+  _choice(c.loss.reduction, losses.REDUCTIONS, "loss.reduction")
+  _positive(c.loss.temperature, "loss.temperature")
+  if not 0 <= c.loss.distill_weight <= 1:
+    raise ConfigError(f"loss.distill_weight={c.loss.distill_weight} must be in [0, 1]")
+  _positive(c.checkpoint.every_epochs, "checkpoint.every_epochs", integer=True)
+  _positive(c.checkpoint.keep, "checkpoint.keep", integer=True)
+
+
+def schedule_of(c: ml_collections.ConfigDict) -> list[float]:
+  s = c.schedule
+  return schedules.make_schedule(s.kind, rate=s.rate, alpha_min=s.alpha_min,
+                                 num_stages=s.num_stages, alphas=s.alphas)
+
+
+def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
+  """Dotted keys whose values differ between two config dicts."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key), current.get(key)
+    name = f"{prefix}{key}"
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += changed_keys(a, b, name + ".")
+    elif (list(a) if isinstance(a, (list, tuple)) else a) != \
+         (list(b) if isinstance(b, (list, tuple)) else b):
+      out.append(name)
+  return out

@@ -1,0 +1,179 @@
+"""Fixed pruning masks, chosen once from the teacher's weights (DESIGN §3).
+
+Masks are nested dicts of booleans over the prunable kernels only; which
+kernels are prunable is decided by path regexes, so user models work unchanged.
+All counting happens on the host (numpy): masks are chosen once per run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from alphaprune import tree
+
+DEFAULT_INCLUDE = (r"kernel$",)
+CRITERIA = ("magnitude", "random")
+SCOPES = ("layer", "global")
+STRUCTURES = ("unstructured", "filter", "n:m")
+
+
+def prunable_paths(params: Mapping[str, Any], include: Sequence[str] = DEFAULT_INCLUDE,
+                   exclude: Sequence[str] = ()) -> list[str]:
+  """Paths (in the tree's order) matching any `include` and no `exclude` regex."""
+  inc = [re.compile(p) for p in include]
+  exc = [re.compile(p) for p in exclude]
+  return [p for p in tree.flatten(params)
+          if any(r.search(p) for r in inc) and not any(r.search(p) for r in exc)]
+
+
+def _top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
+  """Exactly `k` True entries at the largest scores (ties broken by position)."""
+  flat = scores.reshape(-1)
+  mask = np.zeros(flat.shape, bool)
+  if k > 0:
+    mask[np.argsort(-flat, kind="stable")[:k]] = True
+  return mask.reshape(scores.shape)
+
+
+def _scores(kernels: dict[str, np.ndarray], criterion: str, key) -> dict[str, np.ndarray]:
+  if criterion == "magnitude":
+    return {p: np.abs(w) for p, w in kernels.items()}
+  if criterion == "random":
+    if key is None:
+      raise ValueError("the random criterion needs a PRNG key")
+    return {p: np.asarray(jax.random.uniform(jax.random.fold_in(key, i), w.shape))
+            for i, (p, w) in enumerate(kernels.items())}
+  raise ValueError(f"unknown criterion {criterion!r}; choose one of {CRITERIA}")
+
+
+def _unstructured(scores, keep_ratio, scope):
+  if scope == "layer":
+    return {p: _top_k_mask(s, int(round(keep_ratio * s.size))) for p, s in scores.items()}
+  sizes = [s.size for s in scores.values()]
+  flat = np.concatenate([s.reshape(-1) for s in scores.values()])
+  mask = _top_k_mask(flat, int(round(keep_ratio * flat.size)))
+  out, start = {}, 0
+  for (p, s), size in zip(scores.items(), sizes):
+    out[p] = mask[start:start + size].reshape(s.shape)
+    start += size
+  return out
+
+
+def _n_m(scores, n, m):
+  """Keeps the `n` largest of every `m` consecutive entries along the input axis (-2)."""
+  out = {}
+  for p, s in scores.items():
+    if s.ndim < 2:
+      raise ValueError(f"n:m masks need kernels with an input axis; {p} has shape {s.shape}")
+    moved = np.moveaxis(s, -2, -1)  # (..., out, in)
+    size_in = moved.shape[-1]
+    pad = -size_in % m
+    padded = np.concatenate([moved, np.full(moved.shape[:-1] + (pad,), -np.inf)], -1)
+    groups = padded.reshape(padded.shape[:-1] + (-1, m))
+    order = np.argsort(-groups, axis=-1, kind="stable")
+    ranks = np.argsort(order, axis=-1, kind="stable")
+    keep = (ranks < n) & np.isfinite(groups)
+    keep = keep.reshape(padded.shape)[..., :size_in]
+    out[p] = np.moveaxis(keep, -1, -2)
+  return out
+
+
+def _filter_counts(shapes, coupled, fraction):
+  """Kept filters per layer and kept parameters, for a uniform kept fraction."""
+  kept_out = {}
+  for i, (p, shape) in enumerate(shapes.items()):
+    last = i == len(shapes) - 1 and coupled
+    kept_out[p] = shape[-1] if last else max(1, int(round(fraction * shape[-1])))
+  total, prev = 0, None
+  for p, shape in shapes.items():
+    per_in = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
+    size_in = shape[-2]
+    if coupled and prev is not None:
+      size_in = size_in // shapes[prev][-1] * kept_out[prev]
+    total += per_in * size_in * kept_out[p]
+    prev = p
+  return kept_out, total
+
+
+def _filter(scores, kernels, keep_ratio, coupled):
+  """Whole output channels by L1 norm; in a sequential chain also the consumer's inputs."""
+  shapes = {p: w.shape for p, w in kernels.items()}
+  target = keep_ratio * sum(w.size for w in kernels.values())
+  lo, hi = 0.0, 1.0
+  for _ in range(60):  # bisection on the kept fraction of filters
+    mid = (lo + hi) / 2
+    if _filter_counts(shapes, coupled, mid)[1] < target:
+      lo = mid
+    else:
+      hi = mid
+  candidates = [_filter_counts(shapes, coupled, f) for f in (lo, hi)]
+  kept_out, _ = min(candidates, key=lambda c: abs(c[1] - target))
+  out_masks = {}
+  for p, s in scores.items():
+    l1 = s.reshape(-1, s.shape[-1]).sum(0)
+    out_masks[p] = _top_k_mask(l1, kept_out[p])
+  masks, prev = {}, None
+  for p, w in kernels.items():
+    mask = np.broadcast_to(out_masks[p], w.shape)
+    if coupled and prev is not None:
+      channels = out_masks[prev]
+      reps = w.shape[-2] // channels.size  # >1 after a flatten (NHWC: channel is fastest)
+      in_mask = np.tile(channels, reps)
+      mask = mask & in_mask.reshape((1,) * (w.ndim - 2) + (-1, 1))
+    masks[p] = np.array(mask)
+    prev = p
+  return masks
+
+
+def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
+                  criterion: str = "magnitude", scope: str = "layer",
+                  structure: str = "unstructured", n: int = 2, m: int = 4,
+                  include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = (),
+                  chain: Sequence[str] | None = None, key=None) -> dict[str, Any]:
+  """Boolean masks over the prunable kernels of `params` (nested, like params).
+
+  `chain`, for `filter` structure: the model's kernels in forward order when
+  each feeds the next (the built-in sequential models). A pruned filter then
+  also removes the matching input channels of its consumer, so the masked
+  model is exactly the smaller model an export cuts out; the last kernel of
+  the chain keeps its outputs (the logits). Without a chain only output
+  channels are masked.
+  """
+  paths = prunable_paths(params, include, exclude)
+  if not paths:
+    raise ValueError(f"no parameter matches prune.include={list(include)} "
+                     f"and prune.exclude={list(exclude)}")
+  flat = tree.flatten(params)
+  if chain is not None:
+    if set(paths) != set(chain):
+      chain = None  # a kernel of the chain is excluded: coupling would be wrong
+    else:
+      paths = list(chain)
+  kernels = {p: np.asarray(flat[p]) for p in paths}
+  scores = _scores(kernels, criterion, key)
+  if structure == "unstructured":
+    masks = _unstructured(scores, keep_ratio, scope)
+  elif structure == "n:m":
+    masks = _n_m(scores, n, m)
+  elif structure == "filter":
+    masks = _filter(scores, kernels, keep_ratio, coupled=chain is not None)
+  else:
+    raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
+  return tree.unflatten({p: np.asarray(masks[p], bool) for p in paths})
+
+
+def param_counts(params: Mapping[str, Any], masks: Mapping[str, Any]) -> dict[str, int]:
+  """Prunable / kept / total parameter counts before and after pruning."""
+  prunable = tree.count(masks)
+  kept = int(sum(int(np.sum(m)) for m in tree.flatten(masks).values()))
+  total = tree.count(params)
+  return {"prunable_params": prunable, "kept_prunable_params": kept,
+          "params_total_before": total, "params_total_after": total - prunable + kept}
+
+
+def sparsity_per_layer(masks: Mapping[str, Any]) -> dict[str, float]:
+  return {p: float(1.0 - np.mean(m)) for p, m in tree.flatten(masks).items()}

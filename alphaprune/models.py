@@ -1,0 +1,200 @@
+"""Flax models: LeNet-300-100 (`mlp`), `lenet5`, CIFAR-style `vgg`, CIFAR `resnet`.
+
+Nothing here knows about pruning. Every model is a flat sequence of *units*
+(linear op → optional batch norm → optional ReLU), each a direct child of the
+model, so parameter paths read `<unit>/<conv|dense|bn>/<name>`. The one
+concession to α-blending is `blend_form='block'`: each unit is then replaced by
+a `BlockBlend` holding a `teacher` and a `student` copy of it, whose outputs
+are mixed as α·teacher + (1−α)·student. In the default `layer` form `alpha` is
+ignored and the model is an ordinary Flax module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+BLEND_FORMS = ("layer", "block")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitSpec:
+  """One linear op with the normalisation and activation that follow it."""
+
+  kind: str  # "conv" | "dense"
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  strides: tuple[int, int] = (1, 1)
+  padding: str = "SAME"
+  norm: bool = False
+  act: bool = True
+
+
+class Unit(nn.Module):
+  spec: UnitSpec
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    s = self.spec
+    if s.kind == "conv":
+      x = nn.Conv(s.features, s.kernel_size, s.strides, padding=s.padding,
+                  use_bias=not s.norm, name="conv")(x)
+    else:
+      x = nn.Dense(s.features, use_bias=not s.norm, name="dense")(x)
+    if s.norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn")(x)
+    return nn.relu(x) if s.act else x
+
+
+class BlockBlend(nn.Module):
+  """Block form: α·teacher(x) + (1−α)·student(x), each branch a whole unit."""
+
+  spec: UnitSpec
+
+  @nn.compact
+  def __call__(self, x, train: bool, alpha):
+    teacher = Unit(self.spec, name="teacher")(x, train)
+    student = Unit(self.spec, name="student")(x, train)
+    return alpha * teacher + (1.0 - alpha) * student
+
+
+class _UnitModel(nn.Module):
+  """Shared plumbing: `self._unit(name, spec, x)` in either blend form."""
+
+  def _unit(self, name: str, spec: UnitSpec, x, train: bool, alpha):
+    if self.blend_form == "block":
+      return BlockBlend(spec, name=name)(x, train, 1.0 if alpha is None else alpha)
+    return Unit(spec, name=name)(x, train)
+
+
+def _pool(x):
+  # SAME padding so 28×28 inputs survive VGG's five poolings (28→14→7→4→2→1).
+  return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+
+
+class MLP(_UnitModel):
+  """LeNet-300-100 (hidden sizes configurable)."""
+
+  num_classes: int = 10
+  hidden: Sequence[int] = (300, 100)
+  blend_form: str = "layer"
+  # Channels flow fc1 → fc2 → … → head: filter masks can couple them.
+  sequential: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, alpha=None):
+    x = x.reshape((x.shape[0], -1))
+    for i, width in enumerate(self.hidden):
+      x = self._unit(f"fc{i + 1}", UnitSpec("dense", width), x, train, alpha)
+    return self._unit("head", UnitSpec("dense", self.num_classes, act=False),
+                      x, train, alpha)
+
+
+class LeNet5(_UnitModel):
+  """LeNet-5: conv6(5×5) → pool → conv16(5×5) → pool → fc120 → fc84 → head."""
+
+  num_classes: int = 10
+  blend_form: str = "layer"
+  sequential: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, alpha=None):
+    x = self._unit("conv1", UnitSpec("conv", 6, (5, 5)), x, train, alpha)
+    x = _pool(x)
+    x = self._unit("conv2", UnitSpec("conv", 16, (5, 5), padding="VALID"),
+                   x, train, alpha)
+    x = _pool(x)
+    x = x.reshape((x.shape[0], -1))
+    x = self._unit("fc1", UnitSpec("dense", 120), x, train, alpha)
+    x = self._unit("fc2", UnitSpec("dense", 84), x, train, alpha)
+    return self._unit("head", UnitSpec("dense", self.num_classes, act=False),
+                      x, train, alpha)
+
+
+VGG_LAYOUTS = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+         512, 512, 512, "M"),
+}
+
+
+class VGG(_UnitModel):
+  """CIFAR-style VGG with batch norm: conv-BN-ReLU stacks, 5 poolings, one linear head."""
+
+  num_classes: int = 10
+  depth: int = 11
+  width: float = 1.0  # channel multiplier
+  blend_form: str = "layer"
+  sequential: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, alpha=None):
+    i = 0
+    for item in VGG_LAYOUTS[self.depth]:
+      if item == "M":
+        x = _pool(x)
+        continue
+      i += 1
+      features = max(1, int(round(item * self.width)))
+      x = self._unit(f"conv{i}", UnitSpec("conv", features, norm=True), x, train, alpha)
+    x = x.reshape((x.shape[0], -1))
+    return self._unit("head", UnitSpec("dense", self.num_classes, act=False),
+                      x, train, alpha)
+
+
+class ResNet(_UnitModel):
+  """CIFAR ResNet-(6n+2): 3 stages of n basic blocks, projection shortcuts."""
+
+  num_classes: int = 10
+  depth: int = 20
+  width: int = 16  # channels of the first stage; doubled per stage
+  blend_form: str = "layer"
+  # Residual additions tie channels together: no simple producer→consumer chain.
+  sequential: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, alpha=None):
+    if (self.depth - 2) % 6:
+      raise ValueError(f"ResNet depth must be 6n+2 (20, 32, 56, …), got {self.depth}")
+    n = (self.depth - 2) // 6
+    x = self._unit("stem", UnitSpec("conv", self.width, norm=True), x, train, alpha)
+    for stage in range(3):
+      features = self.width * 2**stage
+      for block in range(n):
+        name = f"s{stage + 1}b{block + 1}"
+        strides = (2, 2) if stage > 0 and block == 0 else (1, 1)
+        shortcut = x
+        if strides != (1, 1) or x.shape[-1] != features:
+          shortcut = self._unit(
+              f"{name}_proj",
+              UnitSpec("conv", features, (1, 1), strides, norm=True, act=False),
+              x, train, alpha)
+        y = self._unit(f"{name}_conv1",
+                       UnitSpec("conv", features, strides=strides, norm=True),
+                       x, train, alpha)
+        y = self._unit(f"{name}_conv2",
+                       UnitSpec("conv", features, norm=True, act=False),
+                       y, train, alpha)
+        x = nn.relu(y + shortcut)
+    x = jnp.mean(x, axis=(1, 2))
+    return self._unit("head", UnitSpec("dense", self.num_classes, act=False),
+                      x, train, alpha)
+
+
+MODELS = {"mlp": MLP, "lenet5": LeNet5, "vgg": VGG, "resnet": ResNet}
+
+
+def make_model(model_config: Any, num_classes: int, blend_form: str = "layer") -> nn.Module:
+  """Builds a built-in model from `config.model` (a ConfigDict or mapping)."""
+  cfg = dict(model_config)
+  name = cfg.pop("name")
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+  fields = {f.name for f in dataclasses.fields(MODELS[name])}
+  kwargs = {k: (tuple(v) if isinstance(v, list) else v)
+            for k, v in cfg.items() if k in fields}
+  return MODELS[name](num_classes=num_classes, blend_form=blend_form, **kwargs)
