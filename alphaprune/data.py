@@ -105,6 +105,11 @@ def read_idx_folder(folder: str) -> dict[str, dict[str, np.ndarray]]:
   return splits
 
 
+def _keyed_examples(arrays):
+  return ((i, {"image": image, "label": label})
+          for i, (image, label) in enumerate(zip(arrays["image"], arrays["label"])))
+
+
 def build_local_fashion_mnist(idx_folder: str, data_dir: str):
   """Stores the IDX folder as a TFDS dataset under `data_dir` and returns its builder."""
   import tensorflow_datasets as tfds
@@ -116,7 +121,8 @@ def build_local_fashion_mnist(idx_folder: str, data_dir: str):
   })
   return tfds.dataset_builders.store_as_tfds_dataset(
       name=LOCAL_NAME, version=LOCAL_VERSION, features=features,
-      split_datasets=splits, data_dir=data_dir,
+      split_datasets={split: _keyed_examples(arrays) for split, arrays in splits.items()},
+      data_dir=data_dir,
       description=f"Fashion-MNIST decoded from the IDX files in {idx_folder}.")
 
 

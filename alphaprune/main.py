@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:VARIANT]).",
@@ -32,6 +32,7 @@ def parse_flags(argv):
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax and TFDS are chatty; progress lines are ours
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; use --config.KEY=VALUE")
   if _WORKDIR.value is None:

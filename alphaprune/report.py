@@ -94,7 +94,12 @@ def write_report(workdir: str) -> list[str]:
       summary = json.load(f)
   ends = stage_ends(history)
   fig, ax = plt.subplots(figsize=(6, 4.5))
-  ax.plot(ends["alpha"], ends["val_accuracy"], "o-", label="end of stage (validation)")
+  stage = np.array([p == "prune" for p in ends["phase"]], bool)
+  ax.plot(ends["alpha"][stage], ends["val_accuracy"][stage], "o-",
+          label="end of α-stage (validation)")
+  if (~stage).any():
+    ax.plot(ends["alpha"][~stage], ends["val_accuracy"][~stage], "s", color="C2",
+            label="after fine-tuning at α = 0")
   if "teacher_val_accuracy" in summary:
     ax.plot([1.0], [summary["teacher_val_accuracy"]], "*", ms=14, color="C3",
             label="teacher (α = 1)")

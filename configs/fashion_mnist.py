@@ -1,9 +1,15 @@
-"""Real Fashion-MNIST, sized for a 2-core CPU.
+"""Real Fashion-MNIST with LeNet-300-100, sized for a 2-core CPU.
 
   python -m alphaprune.main --config=configs/fashion_mnist.py:quick --workdir=runs/fmnist_quick
 
-Variants: (none) the full CPU run; `quick` the whole pipeline in minutes (what
-the README's first command runs); `smoke` seconds, for tests (mock data).
+Variants: (none) the full CPU run, the exponential α-schedule of the original
+experiments (rate 0.05, 60 stages); `quick` a 5-stage linear schedule, the
+whole pipeline in a few minutes (what the README's first command runs);
+`smoke` seconds, for tests (mock data).
+
+LeNet-300-100 rather than LeNet-5: on this CPU a LeNet-5 step costs 66 ms
+against 4.3 ms (batch 128), since XLA's CPU convolutions are slow for so few
+channels. `--config.model.name=lenet5` switches.
 """
 
 from alphaprune.config import base_config
@@ -12,30 +18,33 @@ from alphaprune.config import base_config
 def get_config(variant: str = ""):
   c = base_config()
   c.data.name = "fashion_mnist"
-  c.model.name = "lenet5"
-  c.teacher.epochs = 20
+  c.data.batch_size = 128
+  c.model.name = "mlp"
+  c.model.hidden = (300, 100)
+  c.teacher.epochs = 30
   c.teacher.optimizer = "adam"
   c.teacher.learning_rate = 1e-3
   c.prune.keep_ratio = 0.35
   c.train.optimizer = "adam"
   c.train.learning_rate = 1e-3
-  c.schedule.kind = "linear"
-  c.schedule.num_stages = 10
-  c.train.max_epochs_per_stage = 5
-  c.train.finetune_epochs = 10
+  c.schedule.kind = "exponential"
+  c.schedule.rate = 0.05
+  c.schedule.alpha_min = 0.05
+  c.train.max_epochs_per_stage = 3
+  c.train.finetune_epochs = 20
   c.train.plateau.patience = 2
   c.train.plateau.factor = 0.5
   if variant == "quick":
-    c.teacher.epochs = 8
+    c.teacher.epochs = 15
+    c.schedule.kind = "linear"
     c.schedule.num_stages = 5
-    c.train.max_epochs_per_stage = 2
-    c.train.finetune_epochs = 6
+    c.train.max_epochs_per_stage = 3
+    c.train.finetune_epochs = 10
   elif variant == "smoke":
     c.data.name = "mnist"
     c.data.batch_size = 32
     c.data.eval_batch_size = 50
     c.data.val_fraction = 0.2
-    c.model.name = "mlp"
     c.model.hidden = (32, 16)
     c.teacher.epochs = 2
     c.schedule.kind = "explicit"

@@ -1,0 +1,128 @@
+"""Layer-form blend = explicit two-branch network, in outputs and student gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alphaprune import blend, masks as masks_lib, models, tree
+
+
+class TinyMLP(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False, alpha=None):
+    x = nn.relu(nn.Dense(16, name="fc1")(x))
+    return nn.Dense(5, name="out")(x)
+
+
+class TinyCNN(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False, alpha=None):
+    x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+    x = x.reshape((x.shape[0], -1))
+    return nn.Dense(3, name="out")(x)
+
+
+def two_branch_mlp(alpha, t, s, m, shared, x):
+  """α·f(x; W_t) + (1−α)·f(x; M⊙W_s) per layer, biases shared, written out by hand."""
+  def layer(name, h):
+    wt, ws = t[name]["kernel"], s[name]["kernel"] * m[name]["kernel"]
+    return alpha * (h @ wt) + (1 - alpha) * (h @ ws) + shared[name]["bias"]
+  return layer("out", jax.nn.relu(layer("fc1", x)))
+
+
+def two_branch_cnn(alpha, t, s, m, shared, x):
+  def conv(w, h):
+    return jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  h = alpha * conv(t["conv"]["kernel"], x) + (1 - alpha) * conv(
+      s["conv"]["kernel"] * m["conv"]["kernel"], x) + shared["conv"]["bias"]
+  h = jax.nn.relu(h).reshape((x.shape[0], -1))
+  return alpha * (h @ t["out"]["kernel"]) + (1 - alpha) * (
+      h @ (s["out"]["kernel"] * m["out"]["kernel"])) + shared["out"]["bias"]
+
+
+def _setup(model, x_shape, seed=0):
+  x = jax.random.normal(jax.random.key(seed), x_shape)
+  params = model.init(jax.random.key(1), x)["params"]
+  masks = masks_lib.compute_masks(params, keep_ratio=0.4, criterion="random",
+                                  key=jax.random.key(2))
+  teacher, shared = blend.split(params, masks)
+  student = blend.init_student(jax.random.key(3), teacher, masks)
+  return x, teacher, student, masks, shared
+
+
+@pytest.mark.parametrize("model,x_shape,explicit", [
+    (TinyMLP(), (7, 10), two_branch_mlp),
+    (TinyCNN(), (3, 6, 6, 2), two_branch_cnn),
+])
+@pytest.mark.parametrize("alpha", [1.0, 0.6, 0.0])
+def test_layer_form_equals_two_branch(model, x_shape, explicit, alpha):
+  x, teacher, student, masks, shared = _setup(model, x_shape)
+
+  def loss_layer(s):
+    return jnp.sum(jnp.sin(model.apply({"params": blend.blend(alpha, teacher, s, masks, shared)}, x)))
+
+  def loss_explicit(s):
+    return jnp.sum(jnp.sin(explicit(alpha, teacher, s, masks, shared, x)))
+
+  out_layer = model.apply({"params": blend.blend(alpha, teacher, student, masks, shared)}, x)
+  out_explicit = explicit(alpha, teacher, student, masks, shared, x)
+  np.testing.assert_allclose(out_layer, out_explicit, atol=1e-5, rtol=1e-5)
+  g_layer, g_explicit = jax.grad(loss_layer)(student), jax.grad(loss_explicit)(student)
+  for a, b in zip(jax.tree.leaves(g_layer), jax.tree.leaves(g_explicit)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  # The gradient reaching the student is (1−α)·M⊙∂L/∂W: zero wherever M = 0.
+  for g, m in zip(jax.tree.leaves(g_layer), jax.tree.leaves(masks)):
+    assert np.all(np.asarray(g)[~np.asarray(m)] == 0)
+
+
+def test_alpha_one_is_the_teacher_exactly():
+  model = TinyCNN()
+  x, teacher, student, masks, shared = _setup(model, (3, 6, 6, 2))
+  want = model.apply({"params": tree.merge(teacher, shared)}, x)
+  got = model.apply({"params": blend.blend(1.0, teacher, student, masks, shared)}, x)
+  np.testing.assert_array_equal(got, want)
+
+
+def test_alpha_zero_ignores_the_teacher():
+  model = TinyMLP()
+  x, teacher, student, masks, shared = _setup(model, (7, 10))
+  out = model.apply({"params": blend.blend(0.0, teacher, student, masks, shared)}, x)
+  perturbed = jax.tree.map(lambda t: t + 3.0, teacher)
+  out2 = model.apply({"params": blend.blend(0.0, perturbed, student, masks, shared)}, x)
+  np.testing.assert_array_equal(out, out2)
+
+
+def test_he_normal_student_statistics_and_masking():
+  w = {"d": {"kernel": jnp.zeros((400, 300))}}
+  m = {"d": {"kernel": jnp.asarray(np.random.default_rng(0).random((400, 300)) < 0.5)}}
+  s = blend.init_student(jax.random.key(0), w, m, "he_normal")["d"]["kernel"]
+  kept = np.asarray(s)[np.asarray(m["d"]["kernel"])]
+  assert np.all(np.asarray(s)[~np.asarray(m["d"]["kernel"])] == 0)
+  # truncated normal with std √(2/fan_in)
+  assert abs(kept.std() - np.sqrt(2 / 400)) < 0.05 * np.sqrt(2 / 400)
+  copy = blend.init_student(None, {"d": {"kernel": jnp.ones((4, 3))}},
+                            {"d": {"kernel": jnp.eye(4, 3, dtype=bool)}}, "copy")
+  np.testing.assert_array_equal(copy["d"]["kernel"], np.eye(4, 3))
+
+
+def test_block_form_mixes_whole_units_and_exports_the_student():
+  model = models.LeNet5(num_classes=4)
+  block = models.LeNet5(num_classes=4, blend_form="block")
+  x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+  variables = model.init(jax.random.key(1), x)
+  masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.5)
+  params, model_state, bmasks = blend.init_params("block", jax.random.key(2), variables, masks)
+  full = lambda a: {"params": blend.model_params("block", a, params, bmasks), **model_state}
+  # α = 1: the teacher branch alone reproduces the dense teacher.
+  np.testing.assert_allclose(block.apply(full(1.0), x, alpha=1.0), model.apply(variables, x),
+                             atol=1e-5)
+  # α = 0: the student branch alone equals the exported plain model.
+  exported = blend.export_variables("block", params, model_state, bmasks)
+  np.testing.assert_allclose(block.apply(full(0.0), x, alpha=0.0), model.apply(exported, x),
+                             atol=1e-5)
+  # In between, the mix is not the layer form (normalisation and ReLU sit inside each branch).
+  mid = block.apply(full(0.5), x, alpha=0.5)
+  assert mid.shape == (2, 4)

@@ -1,0 +1,112 @@
+"""Data: TFDS loading (mock and real), seeded order, evaluation padding, augmentation."""
+
+import gzip
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from alphaprune import data
+
+
+@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_mock_data_through_the_real_loader(tmp_path, name, shape):
+  with tfds.testing.mock_data(num_examples=50):
+    ds = data.load(name, data_dir=str(tmp_path), val_fraction=0.2, seed=3)
+  assert ds.image_shape == shape and ds.num_classes == 10
+  assert len(ds.train["label"]) == 40 and len(ds.val["label"]) == 10
+  assert ds.train["image"].dtype == np.uint8 and ds.augment == (name == "cifar10")
+
+
+def test_validation_is_a_seeded_disjoint_part_of_train():
+  train = {"image": np.arange(100)[:, None], "label": np.arange(100)}
+  a_train, a_val = data.split_validation(train, 0.1, seed=0)
+  b_train, b_val = data.split_validation(train, 0.1, seed=0)
+  c_train, c_val = data.split_validation(train, 0.1, seed=1)
+  np.testing.assert_array_equal(a_val["label"], b_val["label"])
+  assert not np.array_equal(a_val["label"], c_val["label"])
+  assert len(a_val["label"]) == 10
+  assert not set(a_train["label"]) & set(a_val["label"])
+  assert sorted(np.concatenate([a_train["label"], a_val["label"]])) == list(range(100))
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+  a = np.asarray(data.epoch_order(0, 3, 500))
+  np.testing.assert_array_equal(a, data.epoch_order(0, 3, 500))
+  assert not np.array_equal(a, data.epoch_order(0, 4, 500))
+  assert not np.array_equal(a, data.epoch_order(1, 3, 500))
+  assert not np.array_equal(a, data.epoch_order(0, 3, 500, stream=2))
+  assert sorted(a) == list(range(500))
+
+
+def test_eval_padding_counts_every_example_once():
+  arrays = {"image": np.zeros((103, 2, 2, 1), np.uint8), "label": np.arange(103) % 10}
+  padded = data.pad_for_eval(arrays, 25)
+  assert len(padded["label"]) == 125 and padded["mask"].sum() == 103
+  np.testing.assert_array_equal(padded["label"][:103], arrays["label"])
+
+
+def test_augmentation_keeps_shapes_and_is_deterministic_per_key():
+  images = jax.random.randint(jax.random.key(0), (8, 32, 32, 3), 0, 255).astype(np.uint8)
+  a = data.augment(jax.random.key(1), images)
+  assert a.shape == images.shape and a.dtype == images.dtype
+  np.testing.assert_array_equal(a, data.augment(jax.random.key(1), images))
+  assert not np.array_equal(a, data.augment(jax.random.key(2), images))
+  assert not np.array_equal(a, images)
+
+
+def _write_idx(path, array):
+  header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _tiny_idx_folder(folder, n_train=30, n_test=10):
+  rng = np.random.default_rng(0)
+  os.makedirs(folder, exist_ok=True)
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    _write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"),
+               rng.integers(0, 255, (n, 28, 28)))
+    _write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"), np.arange(n) % 10)
+
+
+def test_offline_build_from_a_tiny_idx_folder(tmp_path):
+  folder = tmp_path / "idx"
+  _tiny_idx_folder(str(folder))
+  ds = data.load("fashion_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=str(folder),
+                 val_fraction=0.1, seed=0)
+  assert len(ds.train["label"]) + len(ds.val["label"]) == 30 and len(ds.test["label"]) == 10
+  assert ds.image_shape == (28, 28, 1) and ds.num_classes == 10
+  assert sorted(ds.test["label"]) == list(range(10))
+  # It is a real TFDS dataset on disk: a second load reads it without the IDX folder.
+  again = data.load("fashion_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=None)
+  np.testing.assert_array_equal(again.test["image"], ds.test["image"])
+
+
+def test_bad_idx_files_are_rejected(tmp_path):
+  folder = tmp_path / "idx"
+  _tiny_idx_folder(str(folder))
+  _write_idx(str(folder / "t10k-labels-idx1-ubyte.gz"), np.full(10, 12))
+  with pytest.raises(data.DataError, match="labels outside"):
+    data.read_idx_folder(str(folder))
+
+
+@pytest.mark.skipif(not data.has_idx_files(data.DEBIAN_FASHION_MNIST),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_from_debian_files():
+  splits = data.read_idx_folder(data.DEBIAN_FASHION_MNIST)
+  assert splits["train"]["image"].shape == (60000, 28, 28, 1)
+  assert splits["test"]["image"].shape == (10000, 28, 28, 1)
+  for split in splits.values():
+    assert split["label"].min() == 0 and split["label"].max() == 9
+    assert np.bincount(split["label"]).min() > 0
+
+
+def test_missing_data_is_a_one_line_data_error(tmp_path):
+  with pytest.raises(data.DataError) as e:
+    data.load("fashion_mnist", data_dir=str(tmp_path), manual_dir=str(tmp_path / "none"),
+              download=False)
+  assert "\n" not in str(e.value) and "apt-get install dataset-fashion-mnist" in str(e.value)

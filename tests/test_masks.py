@@ -1,0 +1,151 @@
+"""Masks meet the keep ratio exactly, in parameters, for every structure."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alphaprune import masks as masks_lib, models, tree
+
+
+def _params(model, shape):
+  return model.init(jax.random.key(0), jnp.zeros((1,) + shape))["params"]
+
+
+def _forward_order(model, shape):
+  return masks_lib.prunable_paths(
+      jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + shape))["params"])
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("criterion", ["magnitude", "random"])
+def test_unstructured_keep_ratio_is_exact(scope, criterion):
+  params = _params(models.LeNet5(), (28, 28, 1))
+  masks = masks_lib.compute_masks(params, keep_ratio=0.35, scope=scope, criterion=criterion,
+                                  key=jax.random.key(1))
+  flat = tree.flatten(masks)
+  assert set(flat) == {p for p in tree.flatten(params) if p.endswith("kernel")}
+  total = sum(m.size for m in flat.values())
+  kept = sum(int(m.sum()) for m in flat.values())
+  if scope == "layer":
+    for m in flat.values():  # ± one weight per layer (rounding)
+      assert abs(int(m.sum()) - 0.35 * m.size) <= 1
+  assert abs(kept - 0.35 * total) <= (len(flat) if scope == "layer" else 1)
+
+
+def test_magnitude_keeps_the_largest_weights():
+  w = np.random.default_rng(0).normal(size=(20, 30)).astype(np.float32)
+  masks = masks_lib.compute_masks({"d": {"kernel": w}}, keep_ratio=0.25)
+  m = masks["d"]["kernel"]
+  assert m.sum() == 150
+  assert np.abs(w[m]).min() >= np.abs(w[~m]).max()
+
+
+def test_global_magnitude_ranks_across_layers():
+  small = np.full((10, 10), 0.1, np.float32)
+  large = np.full((10, 10), 5.0, np.float32)
+  masks = masks_lib.compute_masks({"a": {"kernel": small}, "b": {"kernel": large}},
+                                  keep_ratio=0.5, scope="global")
+  assert masks["b"]["kernel"].all() and not masks["a"]["kernel"].any()
+
+
+def test_two_four_keeps_two_of_every_four_inputs():
+  w = np.random.default_rng(1).normal(size=(3, 3, 8, 5)).astype(np.float32)
+  masks = masks_lib.compute_masks({"c": {"kernel": w}}, structure="n:m", n=2, m=4)
+  m = masks["c"]["kernel"]
+  groups = m.reshape(3, 3, 2, 4, 5)  # input axis split into groups of 4
+  np.testing.assert_array_equal(groups.sum(3), 2)
+  # within each group the two kept are the two largest in magnitude
+  g = np.abs(w).reshape(3, 3, 2, 4, 5)
+  kept_min = np.where(groups, g, np.inf).min(3)
+  dropped_max = np.where(groups, -np.inf, g).max(3)
+  assert np.all(kept_min >= dropped_max)
+
+
+@pytest.mark.parametrize("model,shape", [
+    (models.MLP(hidden=(40, 20)), (28, 28, 1)),
+    (models.LeNet5(), (28, 28, 1)),
+    (models.VGG(depth=11, width=0.125), (32, 32, 3)),
+])
+def test_filter_masks_prune_channels_and_their_consumers(model, shape):
+  params = _params(model, shape)
+  order = _forward_order(model, shape)
+  masks = masks_lib.compute_masks(params, keep_ratio=0.35, structure="filter", chain=order)
+  flat = tree.flatten(masks)
+  kernels = tree.flatten(params)
+  total = sum(kernels[p].size for p in order)
+  kept = sum(int(flat[p].sum()) for p in order)
+  # ± one filter per layer, counted in parameters
+  slack = sum(int(np.prod(kernels[p].shape[:-1])) for p in order)
+  assert abs(kept - 0.35 * total) <= slack
+  out_kept = {}
+  for i, p in enumerate(order):
+    m = flat[p]
+    channel_alive = m.reshape(-1, m.shape[-1]).any(0)
+    out_kept[p] = channel_alive
+    if i == len(order) - 1:
+      assert channel_alive.all()  # the logits are never pruned
+    else:
+      assert 0 < channel_alive.sum() < m.shape[-1]
+    if i > 0:  # input channels of a pruned filter are gone from the consumer
+      prev = out_kept[order[i - 1]]
+      reps = m.shape[-2] // prev.size
+      inputs_alive = m.reshape(-1, m.shape[-2], m.shape[-1]).any((0, 2))
+      np.testing.assert_array_equal(inputs_alive, np.tile(prev, reps))
+    # every surviving (input, output) pair is fully kept: the mask is a sub-matrix
+    live = np.outer(m.reshape(-1, m.shape[-2], m.shape[-1]).any((0, 2)), channel_alive)
+    np.testing.assert_array_equal(m.reshape(-1, m.shape[-2], m.shape[-1]).any(0), live)
+
+
+def test_filter_masked_model_equals_the_smaller_model():
+  """Cutting the pruned channels out gives the same logits: the masked model *is* the small one."""
+  model = models.MLP(hidden=(12, 8), num_classes=3)
+  params = _params(model, (4,))
+  order = _forward_order(model, (4,))
+  masks = masks_lib.compute_masks(params, keep_ratio=0.5, structure="filter", chain=order)
+  masked = jax.tree.map(lambda w: w, params)
+  for p, m in tree.flatten(masks).items():
+    unit = p.split("/")[0]
+    masked[unit]["dense"]["kernel"] = params[unit]["dense"]["kernel"] * m
+  x = jax.random.normal(jax.random.key(5), (6, 4))
+  keep1 = masks["fc1"]["dense"]["kernel"].any(0)
+  keep2 = masks["fc2"]["dense"]["kernel"].any(0)
+  relu = jax.nn.relu
+  p = params
+  h = relu(x @ p["fc1"]["dense"]["kernel"][:, keep1] + p["fc1"]["dense"]["bias"][keep1])
+  h = relu(h @ p["fc2"]["dense"]["kernel"][keep1][:, keep2] + p["fc2"]["dense"]["bias"][keep2])
+  small = h @ p["head"]["dense"]["kernel"][keep2] + p["head"]["dense"]["bias"]
+  np.testing.assert_allclose(model.apply({"params": masked}, x), small, atol=1e-5)
+
+
+class UserNet(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Dense(8, name="encoder")(x))
+    x = nn.LayerNorm(name="norm")(x)
+    x = nn.relu(nn.Dense(8, name="middle")(x))
+    return nn.Dense(2, name="classifier")(x)
+
+
+def test_include_exclude_regexes_on_a_user_model():
+  params = UserNet().init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
+  assert masks_lib.prunable_paths(params) == [
+      "encoder/kernel", "middle/kernel", "classifier/kernel"]
+  assert masks_lib.prunable_paths(params, exclude=(r"^classifier/",)) == [
+      "encoder/kernel", "middle/kernel"]
+  assert masks_lib.prunable_paths(params, include=(r"^middle/",)) == [
+      "middle/bias", "middle/kernel"] or masks_lib.prunable_paths(
+          params, include=(r"^middle/",)) == ["middle/kernel", "middle/bias"]
+  masks = masks_lib.compute_masks(params, keep_ratio=0.5, exclude=(r"^classifier/",))
+  assert set(tree.flatten(masks)) == {"encoder/kernel", "middle/kernel"}
+  with pytest.raises(ValueError, match="no parameter matches"):
+    masks_lib.compute_masks(params, include=(r"nothing_here",))
+
+
+def test_param_counts():
+  params = {"a": {"kernel": np.ones((4, 5)), "bias": np.ones(5)}}
+  masks = masks_lib.compute_masks(params, keep_ratio=0.35)
+  counts = masks_lib.param_counts(params, masks)
+  assert counts == {"prunable_params": 20, "kept_prunable_params": 7,
+                    "params_total_before": 25, "params_total_after": 12}

@@ -1,0 +1,121 @@
+"""The optax chain: frozen teacher, masked student, Keras plateau semantics, one compilation."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from alphaprune import blend, masks as masks_lib, models, train
+from alphaprune import optimizer as opt_lib
+
+
+def _blended_setup(teacher_trainable, optimizer="sgd"):
+  model = models.MLP(hidden=(16,), num_classes=3)
+  x = jax.random.normal(jax.random.key(0), (32, 5))
+  y = jax.random.randint(jax.random.key(1), (32,), 0, 3)
+  variables = model.init(jax.random.key(2), x)
+  masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.3, criterion="random",
+                                  key=jax.random.key(3))
+  params, model_state, masks = blend.init_params("layer", jax.random.key(4), variables, masks)
+  opt = opt_lib.make_optimizer(optimizer=optimizer, learning_rate=0.1,
+                               teacher_trainable=teacher_trainable)
+  state = train.init_state(params, model_state, masks, opt.tx, seed=0)
+  step = jax.jit(functools.partial(
+      train.train_step, model=model, form="layer", tx=opt.tx, mean=(0.0,), std=(1.0,),
+      augment=False, loss_cfg=dict(kind="classification", target="teacher", reduction="mean",
+                                   temperature=1.0, distill_weight=0.5)))
+  images = jnp.clip(x * 40 + 128, 0, 255).astype(jnp.uint8)
+  return state.replace(alpha=jnp.float32(0.6)), step, {"image": images, "label": y}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pruned_entries_stay_zero_and_frozen_teacher_stays_put(optimizer):
+  state, step, batch = _blended_setup(teacher_trainable=False, optimizer=optimizer)
+  teacher0 = jax.tree.map(np.array, state.params["teacher"])
+  student0 = jax.tree.map(np.array, state.params["student"])
+
+  model = models.MLP(hidden=(16,), num_classes=3)
+  x = batch["image"].astype(jnp.float32)
+
+  def loss_of(student):
+    params = blend.model_params("layer", state.alpha, {**state.params, "student": student},
+                                state.masks)
+    logits = model.apply({"params": params}, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+  grads = jax.grad(loss_of)(state.params["student"])
+  for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(state.masks)):
+    assert np.all(np.asarray(g)[~np.asarray(m)] == 0)
+    assert np.any(np.asarray(g)[np.asarray(m)] != 0)
+
+  for _ in range(10):
+    state, _ = step(state, batch, {})
+  for s, s0, m in zip(jax.tree.leaves(state.params["student"]), jax.tree.leaves(student0),
+                      jax.tree.leaves(state.masks)):
+    assert np.all(np.asarray(s)[~np.asarray(m)] == 0)
+    assert not np.allclose(np.asarray(s)[np.asarray(m)], s0[np.asarray(m)])  # kept ones learn
+  for t, t0 in zip(jax.tree.leaves(state.params["teacher"]), jax.tree.leaves(teacher0)):
+    np.testing.assert_array_equal(t, t0)
+
+
+def test_trainable_teacher_changes():
+  state, step, batch = _blended_setup(teacher_trainable=True)
+  teacher0 = jax.tree.map(np.array, state.params["teacher"])
+  for _ in range(10):
+    state, _ = step(state, batch, {})
+  changed = [not np.allclose(t, t0) for t, t0 in
+             zip(jax.tree.leaves(state.params["teacher"]), jax.tree.leaves(teacher0))]
+  assert all(changed)
+
+
+def test_three_alphas_compile_once():
+  state, step, batch = _blended_setup(teacher_trainable=False)
+  for alpha in (0.9, 0.5, 0.0):
+    state, metrics = step(state.replace(alpha=jnp.float32(alpha)), batch, {})
+    assert np.isfinite(metrics["loss"])
+  assert step._cache_size() == 1
+
+
+def _lr_sequence(losses, **plateau):
+  opt = opt_lib.make_optimizer(learning_rate=1.0, **plateau)
+  params = {"teacher": {}, "student": {"w": jnp.zeros(2)}, "shared": {}}
+  state = opt.tx.init(params)
+  seq = []
+  for v in losses:
+    state = opt_lib.observe_validation_loss(opt, state, jnp.float32(v))
+    seq.append(float(opt_lib.lr_scale(state)))
+  return seq, opt, state, params
+
+
+def test_plateau_matches_hand_computed_keras_sequence():
+  # patience 2, factor 0.5, cooldown 2, min_delta 0.01, min_lr 0.2 — worked out by hand
+  # with Keras's ReduceLROnPlateau.on_epoch_end:
+  losses = [1.0, 0.9, 0.95, 0.905, 0.91, 0.8, 0.85, 0.86, 0.87, 0.9, 0.91, 0.92, 0.93, 0.94]
+  # epoch:  1: best 1.0 | 2: best .9 | 3: wait 1 | 4: wait 2 → cut to .5, cooldown 2
+  # 5: cooldown 2→1, wait 0 (no count) | 6: cooldown 1→0, improved, best .8
+  # 7: wait 1 | 8: wait 2 → .25, cooldown 2 | 9: cooldown→1 | 10: cooldown→0, then
+  # not in cooldown: wait 1 | 11: wait 2 → max(.125, .2) = .2 | 12–14: at min_lr
+  want = [1, 1, 1, .5, .5, .5, .5, .25, .25, .25, .2, .2, .2, .2]
+  got, opt, state, params = _lr_sequence(losses, factor=0.5, patience=2, cooldown=2,
+                                         min_delta=0.01, min_lr=0.2)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # a new stage restores the initial learning rate and forgets the best value
+  reset = opt_lib.reset_stage(opt, state, params)
+  assert float(opt_lib.lr_scale(reset)) == 1.0
+  plateau = [s for s in jax.tree.leaves(reset, is_leaf=lambda s: isinstance(
+      s, optax.contrib.ReduceLROnPlateauState)) if isinstance(s, optax.contrib.ReduceLROnPlateauState)]
+  assert np.isinf(plateau[0].best_value) and int(plateau[0].plateau_count) == 0
+
+
+def test_reset_can_clear_momentum():
+  state, step, batch = _blended_setup(teacher_trainable=False)
+  state, _ = step(state, batch, {})
+  opt = opt_lib.make_optimizer(learning_rate=0.1)
+  kept = opt_lib.reset_stage(opt, state.opt_state, state.params, clear_momentum=False)
+  cleared = opt_lib.reset_stage(opt, state.opt_state, state.params, clear_momentum=True)
+  traces = lambda s: [x for x in jax.tree.leaves(s) if x.ndim > 0]
+  assert any(np.any(np.asarray(t) != 0) for t in traces(kept))
+  assert all(np.all(np.asarray(t) == 0) for t in traces(cleared))
