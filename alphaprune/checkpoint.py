@@ -13,6 +13,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import time
 from typing import Any, Sequence
 
 import orbax.checkpoint as ocp
@@ -67,14 +69,29 @@ class RunCheckpoints:
     return out["state"], out["meta"]
 
   def restore_latest(self, target: Any) -> tuple[Any, dict] | None:
-    """The newest readable checkpoint, or None if there is none."""
+    """The newest readable checkpoint, or None if there is none.
+
+    Unreadable newer ones are moved to `<directory>.unreadable/` (kept for a
+    post-mortem) so that the resumed run can write those steps again.
+    """
+    unreadable = []
+    restored = None
     for step in reversed(self.steps()):
       try:
-        return self.restore(step, target)
+        restored = self.restore(step, target)
+        break
       except Exception as e:  # corrupt or half-written: fall back to the one before
         logging.warning("checkpoint %d in %s cannot be read (%s: %s); trying the one before",
                         step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
-    return None
+        unreadable.append(step)
+    if unreadable:
+      aside = self.directory + ".unreadable"
+      os.makedirs(aside, exist_ok=True)
+      for step in unreadable:
+        shutil.move(os.path.join(self.directory, str(step)),
+                    os.path.join(aside, f"{step}-{int(time.time())}"))
+      self._manager.reload()
+    return restored
 
   def close(self) -> None:
     self._manager.close()

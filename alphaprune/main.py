@@ -6,6 +6,7 @@ Only parses flags and calls `train.run(config, workdir)`. Exit codes: 0 done;
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -23,11 +24,20 @@ def _fail(message: str, code: int = 2):
 
 def parse_flags(argv):
   """Flag errors (unknown keys, bad values, missing config) are bad input: exit 2."""
+  for arg in argv[1:]:
+    if arg.startswith("--config=") and not os.path.exists(arg.split("=", 1)[1].split(":")[0]):
+      _fail(f"config file {arg.split('=', 1)[1].split(':')[0]} does not exist; "
+            f"the configs are in configs/ (e.g. configs/fashion_mnist.py:quick)")
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  except (ValueError, KeyError, AttributeError, TypeError, FileNotFoundError) as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    _fail(" ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0])
+  except (KeyError, AttributeError) as e:  # ml_collections: an override names no key
+    key = str(e).strip("'\"\\ ")
+    _fail(f"no config key {key!r} in a --config.KEY=VALUE override; the keys and their "
+          "defaults are in alphaprune/config.py")
+  except (ValueError, TypeError, OSError) as e:
     _fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}")
 
 
@@ -37,12 +47,14 @@ def main(argv):
     _fail(f"unexpected arguments {argv[1:]}; use --config.KEY=VALUE")
   if _WORKDIR.value is None:
     _fail("--workdir is required (where the run's files go)")
+  if _CONFIG.value is None:
+    _fail("--config is required, e.g. --config=configs/fashion_mnist.py:quick")
   try:
     config = _CONFIG.value
-  except Exception as e:  # the config file itself is broken
-    _fail(f"cannot load --config: {e}")
-  if config is None:
-    _fail("--config is required, e.g. --config=configs/fashion_mnist.py:quick")
+    config.keys()  # the flag loads lazily: a missing or broken file fails here
+  except Exception as e:
+    _fail(f"cannot load --config={flags.FLAGS['config'].config_filename}: "
+          f"{str(e).splitlines()[0]}")
 
   from alphaprune import train
   from alphaprune.config import ConfigError

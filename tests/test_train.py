@@ -1,0 +1,217 @@
+"""The whole pipeline through the real `run()`, on TFDS mock data."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from alphaprune import checkpoint, train
+from alphaprune.config import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "configs"))
+import fashion_mnist  # noqa: E402
+
+METRIC_KEYS = {"phase", "stage", "alpha", "epoch", "lr", "train_loss", "train_accuracy",
+               "val_loss", "val_accuracy", "seconds"}
+SUMMARY_KEYS = {"method", "teacher_test_accuracy", "pruned_test_accuracy", "keep_ratio",
+                "prunable_params", "kept_prunable_params", "params_total_before",
+                "params_total_after", "alphas", "epochs_total", "wall_seconds"}
+
+
+def smoke(**overrides):
+  c = fashion_mnist.get_config("smoke")
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def run_mock(config, workdir, examples=120):
+  with tfds.testing.mock_data(num_examples=examples):
+    return train.run(config, str(workdir))
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  config = smoke(**{"data.data_dir": str(workdir / "tfds"), "checkpoint.keep": 2})
+  return workdir, config, run_mock(config, workdir)
+
+
+def test_end_to_end_summary_metrics_and_export(finished):
+  workdir, config, summary = finished
+  assert SUMMARY_KEYS <= set(summary)
+  with open(workdir / "summary.json") as f:
+    assert json.load(f) == summary
+  assert summary["alphas"] == [0.5, 0.0] and summary["method"] == "alpha_blend"
+  assert abs(summary["kept_prunable_params"] - 0.35 * summary["prunable_params"]) <= 3
+  assert summary["params_total_after"] == (summary["params_total_before"]
+                                           - summary["prunable_params"]
+                                           + summary["kept_prunable_params"])
+  metrics = read_metrics(workdir)
+  assert all(METRIC_KEYS <= set(m) for m in metrics)
+  assert [m["phase"] for m in metrics] == ["pretrain"] * 2 + ["prune"] * 4 + ["finetune"]
+  assert [m["alpha"] for m in metrics if m["phase"] != "pretrain"] == [0.5, 0.5, 0, 0, 0]
+  assert [m["epoch"] for m in metrics if m["phase"] != "pretrain"] == [1, 2, 3, 4, 5]
+  assert summary["epochs_total"] == 5
+  # The learning rate is back at its initial value at the start of every stage.
+  starts = [m for i, m in enumerate(metrics) if i == 0 or
+            (m["phase"], m["stage"]) != (metrics[i - 1]["phase"], metrics[i - 1]["stage"])]
+  assert all(m["lr"] == config.train.learning_rate for m in starts[1:])
+  # The exported model alone, reloaded from disk, scores what the blended model did at α = 0.
+  assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
+  variables, meta = checkpoint.load_model(str(workdir / "export"))
+  kernels = [v for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]
+             if "kernel" in jax.tree_util.keystr(p)]
+  nonzero = sum(int(np.count_nonzero(k)) for k in kernels)
+  assert nonzero <= summary["kept_prunable_params"]
+  assert meta["kept_prunable_params"] == summary["kept_prunable_params"]
+  assert "no" in meta["speedup"] or "none" in meta["speedup"]
+  assert set(meta["sparsity_per_layer"]) == {"fc1/dense/kernel", "fc2/dense/kernel",
+                                             "head/dense/kernel"}
+  assert summary["train_epoch_compilations"] == 1
+  assert os.listdir(workdir / "tensorboard")
+
+
+def test_stage_end_checkpoints_are_kept(finished):
+  workdir, _, _ = finished
+  steps = checkpoint.RunCheckpoints(str(workdir / "checkpoints" / "prune")).steps()
+  # keep=2 keeps the two latest epochs; every stage end (2, 4, 5) is kept forever.
+  assert {2, 4, 5} <= set(steps) and 1 not in steps and 3 not in steps
+
+
+def test_corrupt_latest_checkpoint_is_skipped(finished, tmp_path):
+  workdir, config, summary = finished
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  ckpt_dir = copy / "checkpoints" / "prune"
+  latest = max(checkpoint.RunCheckpoints(str(ckpt_dir)).steps())
+  for root, _, files in os.walk(ckpt_dir / str(latest) / "state"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  os.remove(copy / "summary.json")
+  again = run_mock(config, copy)
+  # The run resumed from the checkpoint before, redid the last epoch and finished identically.
+  assert again["pruned_test_accuracy"] == summary["pruned_test_accuracy"]
+  a, _ = checkpoint.load_model(str(workdir / "export"))
+  b, _ = checkpoint.load_model(str(copy / "export"))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def _snapshot(folder):
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = f.read()
+  return out
+
+
+def test_resuming_with_a_changed_config_is_refused(finished):
+  workdir, config, _ = finished
+  before = _snapshot(workdir)
+  changed = smoke(**{"data.data_dir": config.data.data_dir, "prune.keep_ratio": 0.5})
+  with pytest.raises(ConfigError, match="prune.keep_ratio") as e:
+    run_mock(changed, workdir)
+  assert "\n" not in str(e.value)
+  assert _snapshot(workdir) == before
+  # A change the README lists as safe is accepted.
+  train.check_workdir(smoke(**{"data.data_dir": "/elsewhere", "checkpoint.every_epochs": 3}),
+                      str(workdir))
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "train.optimizer": "sgd",
+                    "train.learning_rate": 1e30})
+  with pytest.raises(train.NonFiniteLoss) as e:
+    run_mock(config, tmp_path)
+  message = str(e.value)
+  assert "\n" not in message and "phase prune, stage 0, epoch 1" in message
+  ckpt = checkpoint.RunCheckpoints(str(tmp_path / "checkpoints" / "prune"))
+  assert ckpt.steps() == [0]
+  params = ckpt.restore(0, None)[0]["params"]
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+  assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    {"loss.kind": "regression", "loss.target": "teacher", "loss.reduction": "per_logit"},
+    {"loss.kind": "regression", "loss.target": "labels", "loss.reduction": "sum"},
+    {"loss.kind": "distillation", "prune.structure": "filter"},
+])
+def test_other_losses_run_end_to_end(tmp_path, overrides):
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "train.finetune_epochs": 0,
+                    **overrides})
+  summary = run_mock(config, tmp_path)
+  assert summary["loss"] == overrides["loss.kind"]
+  assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
+  metrics = read_metrics(tmp_path)
+  if overrides.get("loss.reduction") == "per_logit":
+    assert len(metrics[-1]["train_per_logit_mse"]) == 10
+
+
+def test_block_form_and_augmented_cifar(tmp_path):
+  import reference  # noqa: E402 (configs/ is on the path)
+  config = reference.get_config("smoke")
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.blend.form = "block"
+  config.loss.kind = "regression"  # teacher logits per step, since CIFAR is augmented
+  summary = run_mock(config, tmp_path, examples=40)
+  assert summary["blend_form"] == "block"
+  assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
+
+
+def _cli(workdir, env, *extra):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
+       f"--config={os.path.join(REPO, 'configs', 'fashion_mnist.py')}:smoke",
+       f"--workdir={workdir}", f"--config.data.data_dir={workdir}_tfds",
+       "--config.teacher.epochs=3", "--config.train.max_epochs_per_stage=4",
+       "--config.train.finetune_epochs=2", *extra],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+  env = {**os.environ, "MOCK_EXAMPLES": "2000", "TF_CPP_MIN_LOG_LEVEL": "3"}
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  ref = _cli(whole, env)
+  victim = _cli(killed, env)
+  metrics = killed / "metrics.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and victim.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:
+      break
+    time.sleep(0.02)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+  out, _ = _cli(killed, env).communicate(timeout=300)
+  assert "resumed pruning" in out, out[-2000:]
+  ref_out, _ = ref.communicate(timeout=300)
+  assert ref.returncode == 0, ref_out[-2000:]
+  a, _ = checkpoint.load_model(str(whole / "export"))
+  b, _ = checkpoint.load_model(str(killed / "export"))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]
+  assert strip(read_metrics(whole)) == strip(read_metrics(killed))
