@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alphaprune import blend as blend_lib
+from alphaprune import blending as blend_lib
 from alphaprune import checkpoint, data, losses, masks as masks_lib, models, tree
 from alphaprune import optimizer as opt_lib
 from alphaprune import schedules

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from alphaprune import blend, masks as masks_lib, models, train
+from alphaprune import blending as blend, masks as masks_lib, models, train
 from alphaprune import optimizer as opt_lib
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alphaprune import blend, masks as masks_lib, models, tree
+from alphaprune import blending as blend, masks as masks_lib, models, tree
 
 
 class TinyMLP(nn.Module):

@@ -1,0 +1,113 @@
+"""Bad input: one line on stderr, exit code 2, and the workdir untouched."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+
+from alphaprune import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = f"--config={os.path.join(REPO, 'configs', 'fashion_mnist.py')}:smoke"
+
+BAD = [
+    (["--config.model.name=alexnet"], "model.name"),
+    (["--config.data.name="], "data.name"),
+    (["--config.data.name=no_such_dataset_xyz"], "no_such_dataset_xyz"),
+    (["--config.prune.keep_ratio=0.0"], "prune.keep_ratio"),
+    (["--config.prune.keep_ratio=1.5"], "prune.keep_ratio"),
+    (["--config.schedule.kind=exponential", "--config.schedule.rate=-0.1"], "schedule.rate"),
+    (["--config.schedule.kind=linear", "--config.schedule.num_stages=0"], "num_stages"),
+    (["--config.schedule.alphas=(0.5, 0.7, 0.0)"], "strictly decreasing"),
+    (["--config.train.max_epochs_per_stage=0"], "max_epochs_per_stage"),
+    (["--config.teacher.epochs=0"], "teacher.epochs"),
+    (["--config.data.batch_size=0"], "data.batch_size"),
+    (["--config.loss.kind=hinge"], "loss.kind"),
+    (["--config.loss.reduction=median"], "loss.reduction"),
+    (["--config.loss.target=oracle"], "loss.target"),
+    (["--config.prune.criterion=taylor"], "prune.criterion"),
+    (["--config.prune.structure=block"], "prune.structure"),
+    (["--config.prune.structure=n:m", "--config.prune.n=4", "--config.prune.m=4"], "prune.n"),
+    (["--config.prune.scope=global", "--config.prune.structure=filter"], "prune.scope"),
+    (["--config.prune.init=zeros"], "prune.init"),
+    (["--config.blend.form=channel"], "blend.form"),
+    (["--config.train.optimizer=lion"], "train.optimizer"),
+    (["--config.train.learning_rate=0"], "train.learning_rate"),
+    (["--config.train.plateau.factor=1.5"], "plateau.factor"),
+    (["--config.train.plateau.min_delta=0"], "min_delta"),
+    (["--config.data.val_fraction=1.0"], "val_fraction"),
+    (["--config.method=magic"], "method"),
+    (["--config.teacher.checkpoint=/no/such/teacher"], "teacher.checkpoint"),
+    (["--config.prune.nope=1"], "nope"),
+    (["--config.prune.keep_ratio=abc"], "keep_ratio"),
+    (["--config.data.download=False", "--config.data.name=fashion_mnist",
+      "--config.data.manual_dir=/no/such/folder"], "dataset-fashion-mnist"),
+]
+
+
+def _snapshot(folder):
+  out = {}
+  for root, dirs, files in os.walk(folder):
+    for name in files + dirs:
+      path = os.path.join(root, name)
+      out[os.path.relpath(path, folder)] = open(path, "rb").read() if os.path.isfile(path) else None
+  return out
+
+
+def _run_cli(argv):
+  """The CLI entry in this process; returns the exit code."""
+  flags.FLAGS.unparse_flags()
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+    delattr(flags.FLAGS, name)  # override flags are defined per parse
+  sys.argv = list(argv)  # ml_collections finds --config.KEY overrides in sys.argv
+  try:
+    main.main(main.parse_flags(argv))
+  except SystemExit as e:
+    return e.code
+  return 0
+
+
+@pytest.mark.parametrize("extra,needle", BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
+def test_bad_config_one_line_exit_2_workdir_untouched(tmp_path, capsys, extra, needle):
+  workdir = tmp_path / "work"
+  workdir.mkdir()
+  (workdir / "notes.txt").write_text("keep me")
+  before = _snapshot(workdir)
+  argv = ["alphaprune", SMOKE, f"--workdir={workdir}", f"--config.data.data_dir={tmp_path}/tfds",
+          *extra]
+  with tfds.testing.mock_data(num_examples=20):
+    code = _run_cli(argv)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2, err
+  assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+  assert _snapshot(workdir) == before
+
+
+def test_teacher_checkpoint_of_another_model_is_refused(tmp_path, capsys):
+  from alphaprune import checkpoint
+  import numpy as np
+  checkpoint.save_model(str(tmp_path / "teacher"), {"params": {"fc1": {"dense": {
+      "kernel": np.zeros((3, 3), np.float32)}}}}, {})
+  workdir = tmp_path / "work"
+  argv = ["alphaprune", SMOKE, f"--workdir={workdir}", f"--config.data.data_dir={tmp_path}/tfds",
+          f"--config.teacher.checkpoint={tmp_path / 'teacher'}"]
+  with tfds.testing.mock_data(num_examples=20):
+    code = _run_cli(argv)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1 and "does not fit model mlp" in err[0], err
+  assert not workdir.exists()
+
+
+def test_real_process_exit_code_and_single_line(tmp_path):
+  workdir = tmp_path / "never"
+  proc = subprocess.run(
+      [sys.executable, "-m", "alphaprune.main", SMOKE, f"--workdir={workdir}",
+       "--config.prune.keep_ratio=2"], cwd=REPO, capture_output=True, text=True,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: prune.keep_ratio=2.0 must be in (0, 1]"]
+  assert not workdir.exists()

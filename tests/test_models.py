@@ -1,0 +1,42 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from alphaprune import models, tree
+
+
+@pytest.mark.parametrize("config,shape,classes", [
+    ({"name": "mlp"}, (28, 28, 1), 10),
+    ({"name": "lenet5"}, (28, 28, 1), 10),
+    ({"name": "lenet5"}, (32, 32, 3), 7),
+    ({"name": "vgg", "depth": 11, "width": 0.125}, (28, 28, 1), 10),
+    ({"name": "vgg", "depth": 16, "width": 0.125}, (32, 32, 3), 100),
+    ({"name": "resnet", "depth": 20, "width": 4}, (32, 32, 3), 10),
+    ({"name": "resnet", "depth": 32, "width": 4}, (28, 28, 1), 3),
+])
+def test_models_take_both_input_sizes_and_any_class_count(config, shape, classes):
+  model = models.make_model(config, classes)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2,) + shape))
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2,) + shape)), shapes)
+  assert out.shape == (2, classes)
+
+
+def test_lenet_300_100_has_the_classic_size():
+  model = models.make_model({"name": "mlp"}, 10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  assert tree.count(params) == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+
+
+def test_resnet_depth_counts_conv_layers():
+  model = models.make_model({"name": "resnet", "depth": 20, "width": 4}, 10)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  convs = [p for p in tree.flatten(params) if p.endswith("conv/kernel") and "_proj" not in p]
+  assert len(convs) + 1 == 20  # 19 convolutions + the linear head
+
+
+def test_block_form_has_a_teacher_and_a_student_per_unit():
+  model = models.make_model({"name": "vgg", "depth": 11, "width": 0.125}, 10, "block")
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  assert set(params["conv1"]) == {"teacher", "student"}
+  with pytest.raises(ValueError, match="unknown model"):
+    models.make_model({"name": "alexnet"}, 10)
