@@ -63,8 +63,9 @@ def _scalar(x, dtype=jnp.int32):
 
 
 def init_state(params, model_state, masks, tx, seed) -> TrainState:
-  """A fresh state; every leaf a jax array, so the first step compiles what later ones reuse."""
-  params, model_state, masks = jax.tree.map(jnp.asarray, (params, model_state, masks))
+  """A fresh state that owns its buffers (steps donate it, so nothing may alias the
+  caller's arrays); every leaf a jax array, so the first step compiles what later ones reuse."""
+  params, model_state, masks = jax.tree.map(jnp.array, (params, model_state, masks))
   return TrainState(step=_scalar(0), epoch=_scalar(0), stage=_scalar(0), stage_epoch=_scalar(0),
                     cuts=_scalar(0), alpha=_scalar(1.0, jnp.float32), params=params,
                     model_state=model_state, masks=masks, opt_state=tx.init(params),

@@ -1,0 +1,266 @@
+"""Benchmarks for DESIGN §6: `python -m alphaprune.bench --out=FILE.json [--quick]`.
+
+Each ratio compares two figures taken in this process with the same model,
+batch and optimizer, measured interleaved (A, B, A, B, …) and summarised by
+the median of the repeats. Step times come from one jitted `lax.scan` over
+`steps` training steps, which is how the driver runs an epoch, so Python
+dispatch does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from alphaprune import blending, data, masks as masks_lib, models, train, tree
+from alphaprune import optimizer as opt_lib
+
+CLS = dict(kind="classification", target="teacher", reduction="mean", temperature=4.0,
+           distill_weight=0.5)
+REG = dict(CLS, kind="regression")
+
+
+def _timeit(fn, *args):
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - t0
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+  """Median seconds of each zero-argument callable, measured in turn `repeats` times."""
+  for fn in fns.values():  # compile and warm up
+    fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      times[name].append(_timeit(fn))
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _synthetic(n, shape, classes, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"image": rng.integers(0, 255, (n,) + shape).astype(np.uint8),
+          "label": rng.integers(0, classes, n).astype(np.int32)}
+
+
+def _nbytes(t) -> int:
+  return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(t)))
+
+
+class Setup:
+  """One model, batch and optimizer: dense, layer-blended and block-blended train states."""
+
+  def __init__(self, model_cfg, shape, batch_size, steps, classes=10):
+    self.shape, self.batch, self.steps = shape, batch_size, steps
+    self.mesh = train.make_mesh()
+    self.plain = models.make_model(model_cfg, classes)
+    self.block = models.make_model(model_cfg, classes, "block")
+    self.arrays = data.put_replicated(_synthetic(batch_size * steps, shape, classes), self.mesh)
+    variables = self.plain.init(jax.random.key(0), jnp.zeros((1,) + shape))
+    self.variables = variables
+    self.masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.35)
+    self.opt = opt_lib.make_optimizer(optimizer="sgd", learning_rate=1e-3)
+    self.mean, self.std = (0.5,) * shape[-1], (0.25,) * shape[-1]
+
+  def epoch_fn(self, model, form, loss_cfg=CLS):
+    return train.make_train_epoch(model=model, form=form, loss_cfg=loss_cfg, tx=self.opt.tx,
+                                  mean=self.mean, std=self.std, augment=False,
+                                  batch_size=self.batch, seed=0, stream=0, mesh=self.mesh)
+
+  def dense_state(self):
+    """Plain dense training: every kernel trainable, nothing blended (masks all ones)."""
+    v = dict(self.variables)
+    params = v.pop("params")
+    ones = jax.tree.map(lambda m: np.ones(m.shape, bool), self.masks)
+    kernels, rest = blending.split(params, ones)
+    return train.init_state({"teacher": {}, "student": kernels, "shared": rest}, v, ones,
+                            self.opt.tx, 0)
+
+  def blended_state(self, form):
+    params, model_state, masks = blending.init_params(form, jax.random.key(1), self.variables,
+                                                      self.masks)
+    return train.init_state(params, model_state, masks, self.opt.tx, 0).replace(
+        alpha=jnp.float32(0.5))
+
+  def plain_dense_step(self):
+    """The baseline a user writes without alphaprune: optax SGD on the model's own params."""
+    tx = optax.sgd(1e-3, momentum=0.9)
+    model, mean, std, batch = self.plain, self.mean, self.std, self.batch
+    collections = [k for k in self.variables if k != "params"]
+
+    def epoch(carry, arrays):
+      def body(carry, i):
+        params, extra, opt_state = carry
+        b = jax.tree.map(lambda v: jax.lax.dynamic_slice_in_dim(v, i * batch, batch), arrays)
+        x = data.normalise(b["image"], mean, std)
+
+        def loss(p):
+          if collections:
+            logits, new = model.apply({"params": p, **extra}, x, train=True, mutable=collections)
+          else:
+            logits, new = model.apply({"params": p}, x, train=True), {}
+          return optax.softmax_cross_entropy_with_integer_labels(logits, b["label"]).mean(), new
+        (l, new), g = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt_state = tx.update(g, opt_state, params)
+        return (optax.apply_updates(params, updates), {**extra, **new}, opt_state), l
+      return jax.lax.scan(body, carry, jnp.arange(self.steps))
+
+    v = jax.tree.map(jnp.array, dict(self.variables))  # own copies: the carry is donated
+    params = v.pop("params")
+    return jax.jit(epoch, donate_argnums=0), (params, v, tx.init(params))
+
+
+def step_ratios(setup: Setup, repeats: int) -> dict:
+  dense_fn, dense_carry = setup.plain_dense_step()
+  layer_fn, block_fn = setup.epoch_fn(setup.plain, "layer"), setup.epoch_fn(setup.block, "block")
+  holders = {"dense": dense_carry, "layer": setup.blended_state("layer"),
+             "block": setup.blended_state("block")}
+
+  def run(name, fn):
+    def go():
+      out = fn(holders[name], setup.arrays) if name == "dense" else fn(holders[name], setup.arrays, {})
+      holders[name] = out[0]
+      return out[1]
+    return go
+
+  t = interleaved({"dense": run("dense", dense_fn), "layer": run("layer", layer_fn),
+                   "block": run("block", block_fn)}, repeats)
+  per_step = {k: v / setup.steps for k, v in t.items()}
+  return {"dense_step_ms": 1e3 * per_step["dense"], "layer_step_ms": 1e3 * per_step["layer"],
+          "block_step_ms": 1e3 * per_step["block"],
+          "blend_layer_step_ratio": per_step["layer"] / per_step["dense"],
+          "blend_block_step_ratio": per_step["block"] / per_step["dense"],
+          "images_per_second_dense": setup.batch / per_step["dense"],
+          "images_per_second_layer": setup.batch / per_step["layer"]}
+
+
+def regression_ratio(setup: Setup, repeats: int) -> dict:
+  """Regression on precomputed teacher logits ÷ classification, layer form."""
+  logits = jax.random.normal(jax.random.key(3), (setup.batch * setup.steps, 10))
+  reg_arrays = {**setup.arrays, "teacher_logits": logits}
+  cls_fn, reg_fn = setup.epoch_fn(setup.plain, "layer"), setup.epoch_fn(setup.plain, "layer", REG)
+  holders = {"cls": setup.blended_state("layer"), "reg": setup.blended_state("layer")}
+
+  def run(name, fn, arrays):
+    def go():
+      holders[name], m = fn(holders[name], arrays, {})
+      return m
+    return go
+  t = interleaved({"cls": run("cls", cls_fn, setup.arrays),
+                   "reg": run("reg", reg_fn, reg_arrays)}, repeats)
+  return {"regression_step_ratio": t["reg"] / t["cls"]}
+
+
+def input_overhead(setup: Setup, repeats: int, epoch_steps: int) -> dict:
+  """A real epoch (permutation + on-device gather + steps, then the host sync) ÷
+  (steps × the bare step time, measured on one fixed batch already in place)."""
+  n = setup.batch * epoch_steps
+  arrays = data.put_replicated(_synthetic(n, setup.shape, 10, seed=1), setup.mesh)
+  epoch_fn = setup.epoch_fn(setup.plain, "layer")
+  step = functools.partial(train.train_step, model=setup.plain, form="layer", loss_cfg=CLS,
+                           tx=setup.opt.tx, mean=setup.mean, std=setup.std, augment=False)
+  fixed = jax.tree.map(lambda v: v[:setup.batch], arrays)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def bare(state):
+    return jax.lax.scan(lambda s, _: step(s, fixed, {}), state, None, length=epoch_steps)
+
+  holders = {"epoch": setup.blended_state("layer"), "bare": setup.blended_state("layer")}
+
+  def run_epoch():
+    holders["epoch"], m = epoch_fn(holders["epoch"], arrays, {})
+    return float(m["loss"])  # the driver reads the metrics on the host after every epoch
+
+  def run_bare():
+    holders["bare"], m = bare(holders["bare"])
+    return m
+
+  t = interleaved({"epoch": run_epoch, "bare": run_bare}, repeats)
+  return {"input_overhead_ratio": t["epoch"] / t["bare"], "epoch_seconds": t["epoch"],
+          "epoch_steps": epoch_steps}
+
+
+def compilations(workdir: str) -> dict:
+  """Compilations of the training epoch over a real 3-stage run (mock data)."""
+  import tensorflow_datasets as tfds
+  from alphaprune.config import base_config
+  c = base_config()
+  c.data.update(name="mnist", data_dir=os.path.join(workdir, "tfds"), batch_size=32,
+                eval_batch_size=50, val_fraction=0.2)
+  c.model.update(name="mlp", hidden=(32, 16))
+  c.teacher.epochs = 1
+  c.schedule.update(kind="explicit", alphas=(0.6, 0.3, 0.0))
+  c.train.max_epochs_per_stage = 2
+  c.report.enabled = False
+  with tfds.testing.mock_data(num_examples=100):
+    summary = train.run(c, os.path.join(workdir, "run"))
+  return {"train_step_compilations": summary["train_epoch_compilations"],
+          "compilation_run_stages": len(summary["alphas"])}
+
+
+def memory(setup: Setup) -> dict:
+  """Bytes of what training holds: α-blending vs plain training of the same model."""
+  dense = setup.dense_state()
+  blended = setup.blended_state("layer")
+  plain_params = setup.variables["params"]
+  plain_opt = optax.sgd(1e-3, momentum=0.9).init(plain_params)
+  return {
+      "plain_params_bytes": _nbytes(plain_params), "plain_opt_state_bytes": _nbytes(plain_opt),
+      "blend_teacher_bytes": _nbytes(blended.params["teacher"]),
+      "blend_student_bytes": _nbytes(blended.params["student"]),
+      "blend_shared_bytes": _nbytes(blended.params["shared"]),
+      "blend_masks_bytes": _nbytes(blended.masks),
+      "blend_opt_state_bytes": _nbytes(blended.opt_state),
+      "blend_total_bytes": _nbytes((blended.params, blended.masks, blended.opt_state)),
+      "plain_total_bytes": _nbytes((plain_params, plain_opt)),
+      "dense_driver_total_bytes": _nbytes((dense.params, dense.masks, dense.opt_state)),
+  }
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description="alphaprune benchmarks (DESIGN §6)")
+  parser.add_argument("--out", required=True, help="JSON file to write")
+  parser.add_argument("--quick", action="store_true", help="a smaller, faster measurement")
+  parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
+  args = parser.parse_args(argv)
+  import tempfile
+  workdir = args.workdir or tempfile.mkdtemp(prefix="alphaprune-bench-")
+  repeats = 3 if args.quick else 9
+  steps = 20 if args.quick else 100
+  t0 = time.time()
+  results: dict = {"quick": args.quick, "repeats": repeats, "devices": str(jax.devices()),
+                   "platform": platform.platform(), "jax": jax.__version__}
+  mlp = Setup({"name": "mlp", "hidden": (300, 100)}, (28, 28, 1), 128, steps)
+  results["model"] = "mlp (LeNet-300-100), 28x28x1, batch 128, SGD momentum 0.9"
+  results.update(step_ratios(mlp, repeats))
+  results.update(regression_ratio(mlp, repeats))
+  results.update(input_overhead(mlp, repeats, epoch_steps=steps * 2))
+  results["memory"] = memory(mlp)
+  if not args.quick:  # a conv model too, as context (slow on CPU)
+    lenet = Setup({"name": "lenet5"}, (28, 28, 1), 128, 10)
+    results["lenet5"] = step_ratios(lenet, 5)
+  results.update(compilations(workdir))
+  results["bench_seconds"] = time.time() - t0
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(results, f, indent=2)
+  keys = ("blend_layer_step_ratio", "blend_block_step_ratio", "train_step_compilations",
+          "input_overhead_ratio", "regression_step_ratio")
+  for k in keys:
+    print(f"{k}: {results[k]:.3f}" if isinstance(results[k], float) else f"{k}: {results[k]}")
+  return results
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
