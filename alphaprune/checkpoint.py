@@ -17,6 +17,7 @@ import shutil
 import time
 from typing import Any, Sequence
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
@@ -54,6 +55,7 @@ class RunCheckpoints:
   def save(self, step: int, state: Any, meta: dict, stage_end: bool = False) -> None:
     if stage_end:
       self._policy.stage_ends.add(int(step))
+    if stage_end and jax.process_index() == 0:
       with open(self._stage_ends_path, "w") as f:
         json.dump(sorted(self._policy.stage_ends), f)
     self._manager.save(step, args=ocp.args.Composite(
@@ -84,7 +86,7 @@ class RunCheckpoints:
         logging.warning("checkpoint %d in %s cannot be read (%s: %s); trying the one before",
                         step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
         unreadable.append(step)
-    if unreadable:
+    if unreadable and jax.process_index() == 0:
       aside = self.directory + ".unreadable"
       os.makedirs(aside, exist_ok=True)
       for step in unreadable:
@@ -103,8 +105,9 @@ def save_model(path: str, variables: Any, meta: dict) -> None:
   os.makedirs(path, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(path, "variables"), variables, force=True)
-  with open(os.path.join(path, "model.json"), "w") as f:
-    json.dump(meta, f, indent=2)
+  if jax.process_index() == 0:
+    with open(os.path.join(path, "model.json"), "w") as f:
+      json.dump(meta, f, indent=2)
 
 
 def load_model(path: str, target: Any = None) -> tuple[Any, dict]:
@@ -126,6 +129,5 @@ def model_shapes(path: str) -> dict:
     meta = ckptr.metadata(os.path.join(path, "variables"))
   tree = getattr(meta, "item_metadata", meta)
   tree = getattr(tree, "tree", tree)
-  import jax
   return {jax.tree_util.keystr(p): tuple(m.shape)
           for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -235,8 +235,12 @@ def pad_for_eval(arrays: dict[str, np.ndarray], batch_size: int) -> dict[str, np
   return out
 
 
-def put_replicated(arrays: dict[str, Any], mesh) -> dict[str, jax.Array]:
-  """Whole arrays on every device of `mesh` (every process passes the same data)."""
+def put_replicated(tree: Any, mesh) -> Any:
+  """Every array of `tree` whole on every device of `mesh`, as global arrays.
+
+  Each process passes the same values (data are loaded, and states built, the
+  same way everywhere), so this works unchanged across hosts.
+  """
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in arrays.items()}
+  return jax.tree.map(
+      lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)

@@ -58,6 +58,7 @@ def main(argv):
 
   from alphaprune import train
   from alphaprune.config import ConfigError
+  train.maybe_initialize_distributed()
   from alphaprune.data import DataError
   try:
     train.run(config, _WORKDIR.value)

@@ -139,7 +139,9 @@ def make_train_epoch(*, model, form, loss_cfg, tx, mean, std, augment, batch_siz
     metrics = jax.tree.map(lambda m: jnp.mean(m, 0), metrics)
     return state.replace(epoch=state.epoch + 1, stage_epoch=state.stage_epoch + 1), metrics
 
-  return jax.jit(train_epoch, donate_argnums=0)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  # Parameters and optimizer state stay replicated; only the batches are split on "data".
+  return jax.jit(train_epoch, donate_argnums=0, out_shardings=replicated)
 
 
 def make_evaluate(*, model, loss_cfg, mean, std, batch_size) -> Callable:
@@ -191,6 +193,9 @@ class _Log:
   def __init__(self, workdir):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
+    self.enabled = jax.process_index() == 0  # one writer in a multi-process run
+    if not self.enabled:
+      return
     try:
       from tensorboardX import SummaryWriter
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -198,11 +203,15 @@ class _Log:
       pass
 
   def rewrite(self, history):
+    if not self.enabled:
+      return
     with open(self.path, "w") as f:
       for record in history:
         f.write(json.dumps(record) + "\n")
 
   def append(self, record, index):
+    if not self.enabled:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self.tb is not None:
@@ -216,7 +225,27 @@ class _Log:
 
 
 def _print(msg):
-  print(msg, flush=True)
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def maybe_initialize_distributed() -> None:
+  """`jax.distributed.initialize()` when ALPHAPRUNE_DISTRIBUTED=1 (TPU pods, SLURM, …).
+
+  On TPU VMs and under SLURM JAX finds the coordinator itself. Elsewhere set
+  ALPHAPRUNE_COORDINATOR (host:port), ALPHAPRUNE_NUM_PROCESSES and
+  ALPHAPRUNE_PROCESS_ID. On CPU the collectives go through gloo.
+  """
+  if os.environ.get("ALPHAPRUNE_DISTRIBUTED", "0") != "1":
+    return
+  kwargs = {}
+  if "ALPHAPRUNE_COORDINATOR" in os.environ:
+    kwargs = dict(coordinator_address=os.environ["ALPHAPRUNE_COORDINATOR"],
+                  num_processes=int(os.environ["ALPHAPRUNE_NUM_PROCESSES"]),
+                  process_id=int(os.environ["ALPHAPRUNE_PROCESS_ID"]))
+  if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)
 
 
 def _pad_eval(arrays, batch_size, mesh):
@@ -231,7 +260,6 @@ class _Run:
     self.form = config.blend.form
     self.plain = models.make_model(config.model, dataset.num_classes)
     self.model = models.make_model(config.model, dataset.num_classes, self.form)
-    self.replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.train = data.put_replicated(dataset.train, mesh)
     eb = config.data.eval_batch_size
     self.val = _pad_eval(dataset.val, eb, mesh)
@@ -311,7 +339,7 @@ class _Run:
         optimizer=c.teacher.optimizer, learning_rate=c.teacher.learning_rate,
         momentum=c.train.momentum, **c.train.plateau)
     pre = {"teacher": {}, "student": kernels, "shared": rest}
-    state = jax.device_put(init_state(pre, dict(variables), ones, opt.tx, c.seed), self.replicated)
+    state = data.put_replicated(init_state(pre, dict(variables), ones, opt.tx, c.seed), self.mesh)
     ckpt = checkpoint.RunCheckpoints(os.path.join(self.workdir, "checkpoints", "pretrain"),
                                      c.checkpoint.keep)
     restored = ckpt.restore_latest(state)
@@ -417,16 +445,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   check_workdir(config, workdir)
   alphas = schedule_of(config)
   # Everything is known to be valid: only now is the workdir written.
+  primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if primary:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   _print(schedules.describe(alphas))
 
   mesh = make_mesh()
   r = _Run(config, workdir, dataset, mesh)
   c = config
   teacher_vars, _ = r.teacher()
-  teacher_vars = jax.device_put(jax.tree.map(jnp.asarray, teacher_vars), r.replicated)
+  teacher_vars = data.put_replicated(jax.device_get(teacher_vars), mesh)
 
   # Targets from the frozen teacher: computed once where the data are not augmented.
   eb = c.data.eval_batch_size
@@ -479,7 +509,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       r.form, jax.random.fold_in(jax.random.PRNGKey(c.seed), 0x57D), jax.device_get(teacher_vars),
       masks, c.prune.init)
   state = init_state(params, model_state, jax.tree.map(jnp.asarray, blend_masks), opt.tx, c.seed)
-  state = jax.device_put(state, r.replicated)
+  state = data.put_replicated(state, mesh)
 
   ckpt = checkpoint.RunCheckpoints(os.path.join(workdir, "checkpoints", "prune"), c.checkpoint.keep)
   restored = ckpt.restore_latest(state)
@@ -520,8 +550,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "speedup": ("none: the pruned weights are zeros inside dense kernels; the export has the "
                   "teacher's shapes and runs exactly as fast")})
   reloaded, _ = checkpoint.load_model(export_dir, r._abstract_variables())
-  pruned_test = eval_cls(jax.device_put(reloaded, r.replicated), None, r.test, {})
-  pruned_val = eval_cls(jax.device_put(reloaded, r.replicated), None, r.val, {})
+  reloaded = data.put_replicated(reloaded, mesh)
+  pruned_test = eval_cls(reloaded, None, r.test, {})
+  pruned_val = eval_cls(reloaded, None, r.val, {})
 
   prune_epochs = [h for h in r.history if h["phase"] in ("prune", "finetune")]
   summary = {
@@ -541,9 +572,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "loss": c.loss.kind, "blend_form": r.form, "seed": c.seed,
       "train_epoch_compilations": r.train_epoch_compilations,
   }
+  r.log.close()
+  if not primary:
+    return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  r.log.close()
   if c.report.enabled:
     from alphaprune import report
     report.write_report(workdir)

@@ -1,0 +1,54 @@
+"""Seed sweeps: one run per seed, resumable, mean ± std that match the runs."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("sweep", os.path.join(REPO, "launch", "sweep.py"))
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+LAUNCHER = f"{sys.executable} {os.path.join(REPO, 'tests', 'mock_main.py')}"
+
+
+def test_parse_seeds():
+  assert sweep.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+  assert sweep.parse_seeds("0-1,5") == [0, 1, 5]
+  with pytest.raises(ValueError):
+    sweep.parse_seeds("1,1")
+
+
+def _sweep(root, seeds, tmp_path):
+  return sweep.main([f"--config={REPO}/configs/fashion_mnist.py:smoke", f"--seeds={seeds}",
+                     f"--workdir={root}", "--parallel=2", f"--launcher={LAUNCHER}",
+                     f"--config.data.data_dir={tmp_path}/tfds"])
+
+
+def test_sweep_aggregates_resumes_and_repeats_exactly(tmp_path, capsys):
+  root = tmp_path / "sweep"
+  assert _sweep(root, "0-2", tmp_path) == 0
+  result = json.loads((root / "sweep.json").read_text())
+  assert result["seeds"] == [0, 1, 2]
+  summaries = [json.loads((root / f"seed_{s}" / "summary.json").read_text()) for s in range(3)]
+  for key in ("pruned_test_accuracy", "teacher_test_accuracy", "kept_prunable_params"):
+    values = [s[key] for s in summaries]
+    assert result["metrics"][key]["values"] == values
+    assert result["metrics"][key]["mean"] == pytest.approx(np.mean(values))
+    assert result["metrics"][key]["std"] == pytest.approx(np.std(values, ddof=1))
+  assert len({s["seed"] for s in summaries}) == 3
+  assert "| pruned_test_accuracy |" in (root / "sweep.md").read_text()
+  # A rerun skips the finished seeds.
+  capsys.readouterr()
+  assert _sweep(root, "0-2", tmp_path) == 0
+  assert capsys.readouterr().out.count("finished already, skipped") == 3
+  # The same seed in another root gives the same summary.
+  again = tmp_path / "again"
+  assert _sweep(again, "1", tmp_path) == 0
+  other = json.loads((again / "seed_1" / "summary.json").read_text())
+  drop = lambda s: {k: v for k, v in s.items() if k != "wall_seconds"}
+  assert drop(other) == drop(summaries[1])
