@@ -12,7 +12,7 @@ import ml_collections
 
 from alphaprune import losses, masks, models, optimizer, schedules
 
-METHODS = ("alpha_blend",)
+METHODS = ("alpha_blend", "scratch", "one_shot", "gmp", "distill")
 # Keys that may differ when a run resumes in an existing workdir: where data
 # lives, how often to checkpoint, how much to print. Anything else would make
 # the resumed run a different experiment.
@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
                  plateau=dict(factor=0.1, patience=10, cooldown=0, min_delta=1e-4, min_lr=0.0))
   c.loss = dict(kind="classification", target="teacher", reduction="mean", temperature=4.0,
                 distill_weight=0.5)
+  # Gradual magnitude pruning (method=gmp): masks recomputed every `update_every`
+  # steps over the first `prune_fraction` of the budget, then fine-tuning.
+  c.gmp = dict(update_every=50, prune_fraction=0.5, initial_sparsity=0.0)
   c.checkpoint = dict(every_epochs=1, keep=2)
   c.report = dict(enabled=True)
   return c
@@ -107,9 +110,6 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   if p.structure == "n:m" and not (isinstance(p.n, int) and isinstance(p.m, int)
                                     and 0 < p.n < p.m):
     raise ConfigError(f"prune.n={p.n}, prune.m={p.m}: need integers 0 < n < m (e.g. 2:4)")
-  if p.structure == "filter" and c.model.name == "resnet":
-    raise ConfigError("prune.structure=filter is not supported for resnet yet (residual "
-                      "groups need consistent channels); use unstructured or n:m")
   if not p.include:
     raise ConfigError("prune.include is empty; give at least one regex (default: kernel$)")
   _choice(p.init, ("he_normal", "he_uniform", "copy"), "prune.init")
@@ -148,6 +148,12 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   _positive(c.loss.temperature, "loss.temperature")
   if not 0 <= c.loss.distill_weight <= 1:
     raise ConfigError(f"loss.distill_weight={c.loss.distill_weight} must be in [0, 1]")
+  _positive(c.gmp.update_every, "gmp.update_every", integer=True)
+  if not 0 < c.gmp.prune_fraction <= 1 or not 0 <= c.gmp.initial_sparsity < 1 - p.keep_ratio + 1e-9:
+    raise ConfigError("gmp.prune_fraction must be in (0, 1] and gmp.initial_sparsity in "
+                      "[0, 1 − prune.keep_ratio]")
+  if c.method == "gmp" and p.structure != "unstructured":
+    raise ConfigError("method=gmp prunes unstructured weights; use prune.structure=unstructured")
   _positive(c.checkpoint.every_epochs, "checkpoint.every_epochs", integer=True)
   _positive(c.checkpoint.keep, "checkpoint.keep", integer=True)
 

@@ -82,77 +82,94 @@ def _n_m(scores, n, m):
   return out
 
 
-def _filter_counts(shapes, coupled, fraction):
-  """Kept filters per layer and kept parameters, for a uniform kept fraction."""
-  kept_out = {}
-  for i, (p, shape) in enumerate(shapes.items()):
-    last = i == len(shapes) - 1 and coupled
-    kept_out[p] = shape[-1] if last else max(1, int(round(fraction * shape[-1])))
-  total, prev = 0, None
+def chain_groups(chain: Sequence[str]) -> list[tuple[list[str], list[str]]]:
+  """Channel groups of a sequential model: each kernel feeds the next (the last: logits)."""
+  return [([a], [b]) for a, b in zip(chain, chain[1:])]
+
+
+def _filter_counts(shapes, groups, fraction):
+  """Kept channels per group and the kept parameters, for a uniform kept fraction."""
+  kept = [max(1, int(round(fraction * shapes[prods[0]][-1]))) for prods, _ in groups]
+  out_of = {p: i for i, (prods, _) in enumerate(groups) for p in prods}
+  in_of = {p: i for i, (_, cons) in enumerate(groups) for p in cons}
+  total = 0
   for p, shape in shapes.items():
     per_in = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
-    size_in = shape[-2]
-    if coupled and prev is not None:
-      size_in = size_in // shapes[prev][-1] * kept_out[prev]
-    total += per_in * size_in * kept_out[p]
-    prev = p
-  return kept_out, total
+    size_in, size_out = shape[-2], shape[-1]
+    if p in in_of:
+      g = in_of[p]
+      size_in = size_in // shapes[groups[g][0][0]][-1] * kept[g]
+    if p in out_of:
+      size_out = kept[out_of[p]]
+    total += per_in * size_in * size_out
+  return kept, total
 
 
-def _filter(scores, kernels, keep_ratio, coupled):
-  """Whole output channels by L1 norm; in a sequential chain also the consumer's inputs."""
+def _filter(scores, kernels, keep_ratio, groups):
+  """Whole channels by L1 norm, chosen per channel group.
+
+  All producers of a group lose the same output channels (summed L1 norm
+  decides), and every consumer loses the matching input channels (tiled when
+  a flatten sits between them: NHWC puts the channel fastest). Kernels that
+  produce into no group (the logits) keep their outputs. The kept fraction of
+  channels, the same for every group, is chosen so that the kept parameters
+  are `keep_ratio` of the prunable ones (± one channel per group).
+  """
   shapes = {p: w.shape for p, w in kernels.items()}
   target = keep_ratio * sum(w.size for w in kernels.values())
   lo, hi = 0.0, 1.0
-  for _ in range(60):  # bisection on the kept fraction of filters
+  for _ in range(60):  # bisection on the kept fraction of channels
     mid = (lo + hi) / 2
-    if _filter_counts(shapes, coupled, mid)[1] < target:
+    if _filter_counts(shapes, groups, mid)[1] < target:
       lo = mid
     else:
       hi = mid
-  candidates = [_filter_counts(shapes, coupled, f) for f in (lo, hi)]
-  kept_out, _ = min(candidates, key=lambda c: abs(c[1] - target))
-  out_masks = {}
-  for p, s in scores.items():
-    l1 = s.reshape(-1, s.shape[-1]).sum(0)
-    out_masks[p] = _top_k_mask(l1, kept_out[p])
-  masks, prev = {}, None
-  for p, w in kernels.items():
-    mask = np.broadcast_to(out_masks[p], w.shape)
-    if coupled and prev is not None:
-      channels = out_masks[prev]
-      reps = w.shape[-2] // channels.size  # >1 after a flatten (NHWC: channel is fastest)
-      in_mask = np.tile(channels, reps)
-      mask = mask & in_mask.reshape((1,) * (w.ndim - 2) + (-1, 1))
-    masks[p] = np.array(mask)
-    prev = p
+  kept, _ = min((_filter_counts(shapes, groups, f) for f in (lo, hi)),
+                key=lambda c: abs(c[1] - target))
+  channel_masks = []
+  for (prods, _), k in zip(groups, kept):
+    l1 = sum(scores[p].reshape(-1, scores[p].shape[-1]).sum(0) for p in prods)
+    channel_masks.append(_top_k_mask(l1, k))
+  masks = {p: np.ones(w.shape, bool) for p, w in kernels.items()}
+  for (prods, cons), channels in zip(groups, channel_masks):
+    for p in prods:
+      masks[p] = masks[p] & channels
+    for p in cons:
+      w = kernels[p]
+      in_mask = np.tile(channels, w.shape[-2] // channels.size)
+      masks[p] = masks[p] & in_mask.reshape((1,) * (w.ndim - 2) + (-1, 1))
   return masks
+
+
+def _uncoupled_groups(paths):
+  """Without a known topology every kernel is its own group with no consumer."""
+  return [([p], []) for p in paths]
 
 
 def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
                   criterion: str = "magnitude", scope: str = "layer",
                   structure: str = "unstructured", n: int = 2, m: int = 4,
                   include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = (),
-                  chain: Sequence[str] | None = None, key=None) -> dict[str, Any]:
+                  groups=None, chain: Sequence[str] | None = None, key=None) -> dict[str, Any]:
   """Boolean masks over the prunable kernels of `params` (nested, like params).
 
-  `chain`, for `filter` structure: the model's kernels in forward order when
-  each feeds the next (the built-in sequential models). A pruned filter then
-  also removes the matching input channels of its consumer, so the masked
-  model is exactly the smaller model an export cuts out; the last kernel of
-  the chain keeps its outputs (the logits). Without a chain only output
-  channels are masked.
+  For `filter` structure, `groups` ([(producer paths, consumer paths)], from
+  the built-in models' `channel_groups()`) or `chain` (kernels in forward
+  order, each feeding the next) say which channels belong together: a pruned
+  channel then also disappears from its consumers' inputs, so the masked
+  model is exactly the smaller model an export cuts out. Without them (or if
+  a kernel they name is not prunable) only output channels are masked.
   """
   paths = prunable_paths(params, include, exclude)
   if not paths:
     raise ValueError(f"no parameter matches prune.include={list(include)} "
                      f"and prune.exclude={list(exclude)}")
   flat = tree.flatten(params)
-  if chain is not None:
-    if set(paths) != set(chain):
-      chain = None  # a kernel of the chain is excluded: coupling would be wrong
-    else:
-      paths = list(chain)
+  if groups is None and chain is not None:
+    groups = chain_groups(chain)
+  named = {p for prods, cons in groups or () for p in (*prods, *cons)}
+  if groups is not None and not named <= set(paths):
+    groups = None  # a coupled kernel is excluded from pruning: coupling would be wrong
   kernels = {p: np.asarray(flat[p]) for p in paths}
   scores = _scores(kernels, criterion, key)
   if structure == "unstructured":
@@ -160,7 +177,7 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   elif structure == "n:m":
     masks = _n_m(scores, n, m)
   elif structure == "filter":
-    masks = _filter(scores, kernels, keep_ratio, coupled=chain is not None)
+    masks = _filter(scores, kernels, keep_ratio, groups or _uncoupled_groups(paths))
   else:
     raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
   return tree.unflatten({p: np.asarray(masks[p], bool) for p in paths})

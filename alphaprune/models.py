@@ -75,14 +75,32 @@ def _pool(x):
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
 
 
+def _dense(unit):
+  return f"{unit}/dense/kernel"
+
+
+def _conv(unit):
+  return f"{unit}/conv/kernel"
+
+
+def _chain(kernels):
+  return [([a], [b]) for a, b in zip(kernels, kernels[1:])]
+
+
 class MLP(_UnitModel):
   """LeNet-300-100 (hidden sizes configurable)."""
 
   num_classes: int = 10
   hidden: Sequence[int] = (300, 100)
   blend_form: str = "layer"
-  # Channels flow fc1 → fc2 → … → head: filter masks can couple them.
-  sequential: bool = True
+
+  def channel_groups(self):
+    """[(producer kernels, consumer kernels)] of channels that must be pruned together."""
+    return _chain([_dense(f"fc{i + 1}") for i in range(len(self.hidden))] + [_dense("head")])
+
+  def compact_fields(self, kept):
+    """Model fields for the smaller model keeping `kept[group]` channels of each group."""
+    return {"hidden": list(kept)}
 
   @nn.compact
   def __call__(self, x, train: bool = False, alpha=None):
@@ -97,19 +115,27 @@ class LeNet5(_UnitModel):
   """LeNet-5: conv6(5×5) → pool → conv16(5×5) → pool → fc120 → fc84 → head."""
 
   num_classes: int = 10
+  channels: Sequence[int] = (6, 16)
+  fc: Sequence[int] = (120, 84)
   blend_form: str = "layer"
-  sequential: bool = True
+
+  def channel_groups(self):
+    return _chain([_conv("conv1"), _conv("conv2"), _dense("fc1"), _dense("fc2"),
+                   _dense("head")])
+
+  def compact_fields(self, kept):
+    return {"channels": list(kept[:2]), "fc": list(kept[2:])}
 
   @nn.compact
   def __call__(self, x, train: bool = False, alpha=None):
-    x = self._unit("conv1", UnitSpec("conv", 6, (5, 5)), x, train, alpha)
+    x = self._unit("conv1", UnitSpec("conv", self.channels[0], (5, 5)), x, train, alpha)
     x = _pool(x)
-    x = self._unit("conv2", UnitSpec("conv", 16, (5, 5), padding="VALID"),
+    x = self._unit("conv2", UnitSpec("conv", self.channels[1], (5, 5), padding="VALID"),
                    x, train, alpha)
     x = _pool(x)
     x = x.reshape((x.shape[0], -1))
-    x = self._unit("fc1", UnitSpec("dense", 120), x, train, alpha)
-    x = self._unit("fc2", UnitSpec("dense", 84), x, train, alpha)
+    x = self._unit("fc1", UnitSpec("dense", self.fc[0]), x, train, alpha)
+    x = self._unit("fc2", UnitSpec("dense", self.fc[1]), x, train, alpha)
     return self._unit("head", UnitSpec("dense", self.num_classes, act=False),
                       x, train, alpha)
 
@@ -128,8 +154,17 @@ class VGG(_UnitModel):
   num_classes: int = 10
   depth: int = 11
   width: float = 1.0  # channel multiplier
+  widths: Sequence[int] | None = None  # explicit channels per conv (a compact export)
   blend_form: str = "layer"
-  sequential: bool = True
+
+  def _num_convs(self):
+    return sum(1 for item in VGG_LAYOUTS[self.depth] if item != "M")
+
+  def channel_groups(self):
+    return _chain([_conv(f"conv{i + 1}") for i in range(self._num_convs())] + [_dense("head")])
+
+  def compact_fields(self, kept):
+    return {"widths": list(kept)}
 
   @nn.compact
   def __call__(self, x, train: bool = False, alpha=None):
@@ -139,7 +174,8 @@ class VGG(_UnitModel):
         x = _pool(x)
         continue
       i += 1
-      features = max(1, int(round(item * self.width)))
+      features = (self.widths[i - 1] if self.widths is not None
+                  else max(1, int(round(item * self.width))))
       x = self._unit(f"conv{i}", UnitSpec("conv", features, norm=True), x, train, alpha)
     x = x.reshape((x.shape[0], -1))
     return self._unit("head", UnitSpec("dense", self.num_classes, act=False),
@@ -151,19 +187,52 @@ class ResNet(_UnitModel):
 
   num_classes: int = 10
   depth: int = 20
-  width: int = 16  # channels of the first stage; doubled per stage
+  width: float = 1.0  # channel multiplier: 16·width channels in stage 1, doubled per stage
+  # Explicit widths (a compact export): each stage's residual stream, and the
+  # inside of each block (between its conv1 and conv2), in block order.
+  stage_widths: Sequence[int] | None = None
+  inner_widths: Sequence[int] | None = None
   blend_form: str = "layer"
-  # Residual additions tie channels together: no simple producer→consumer chain.
-  sequential: bool = False
+
+  @property
+  def blocks_per_stage(self):
+    if (self.depth - 2) % 6:
+      raise ValueError(f"ResNet depth must be 6n+2 (20, 32, 56, …), got {self.depth}")
+    return (self.depth - 2) // 6
+
+  def channel_groups(self):
+    """Residual additions tie channels together. Rule: one group per stage's
+    residual stream (the stem or the stage's projection, and every block's
+    conv2, write it; every conv1 and projection reading it, or the head, lose
+    the same input channels), and one group per block inside it (conv1 → conv2)."""
+    n = self.blocks_per_stage
+    groups = []
+    for stage in range(1, 4):
+      blocks = [f"s{stage}b{b}" for b in range(1, n + 1)]
+      producers = [_conv("stem") if stage == 1 else _conv(f"s{stage}b1_proj")]
+      producers += [_conv(f"{b}_conv2") for b in blocks]
+      readers = blocks if stage == 1 else blocks[1:]
+      consumers = [_conv(f"{b}_conv1") for b in readers]
+      consumers += ([_conv(f"s{stage + 1}b1_conv1"), _conv(f"s{stage + 1}b1_proj")]
+                    if stage < 3 else [_dense("head")])
+      groups.append((producers, consumers))
+    for stage in range(1, 4):
+      for b in range(1, n + 1):
+        groups.append(([_conv(f"s{stage}b{b}_conv1")], [_conv(f"s{stage}b{b}_conv2")]))
+    return groups
+
+  def compact_fields(self, kept):
+    return {"stage_widths": list(kept[:3]), "inner_widths": list(kept[3:])}
 
   @nn.compact
   def __call__(self, x, train: bool = False, alpha=None):
-    if (self.depth - 2) % 6:
-      raise ValueError(f"ResNet depth must be 6n+2 (20, 32, 56, …), got {self.depth}")
-    n = (self.depth - 2) // 6
-    x = self._unit("stem", UnitSpec("conv", self.width, norm=True), x, train, alpha)
+    n = self.blocks_per_stage
+    stage_widths = self.stage_widths or [max(1, int(round(16 * self.width))) * 2**s
+                                         for s in range(3)]
+    inner = self.inner_widths or [stage_widths[s] for s in range(3) for _ in range(n)]
+    x = self._unit("stem", UnitSpec("conv", stage_widths[0], norm=True), x, train, alpha)
     for stage in range(3):
-      features = self.width * 2**stage
+      features = stage_widths[stage]
       for block in range(n):
         name = f"s{stage + 1}b{block + 1}"
         strides = (2, 2) if stage > 0 and block == 0 else (1, 1)
@@ -174,7 +243,7 @@ class ResNet(_UnitModel):
               UnitSpec("conv", features, (1, 1), strides, norm=True, act=False),
               x, train, alpha)
         y = self._unit(f"{name}_conv1",
-                       UnitSpec("conv", features, strides=strides, norm=True),
+                       UnitSpec("conv", inner[stage * n + block], strides=strides, norm=True),
                        x, train, alpha)
         y = self._unit(f"{name}_conv2",
                        UnitSpec("conv", features, norm=True, act=False),

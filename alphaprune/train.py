@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from alphaprune import blending as blend_lib
-from alphaprune import checkpoint, data, losses, masks as masks_lib, models, tree
+from alphaprune import checkpoint, compact, data, losses, masks as masks_lib, models, tree
 from alphaprune import optimizer as opt_lib
 from alphaprune import schedules
 from alphaprune.config import ConfigError, SAFE_TO_CHANGE, changed_keys, schedule_of, validate
@@ -86,8 +86,31 @@ def _loss_kwargs(loss_cfg):
               temperature=loss_cfg["temperature"], distill_weight=loss_cfg["distill_weight"])
 
 
+def gmp_sparsity(k, n, initial, final):
+  """Zhu & Gupta (2017): s = s_f + (s_i − s_f)·(1 − k/n)³ at the k-th update (k = 0 … n)."""
+  return final + (initial - final) * (1.0 - jnp.minimum(k, n) / n) ** 3
+
+
+def _gmp_masks(student, masks, step, gmp):
+  """At update steps t0 + k·Δt (k ≤ n): keep exactly the largest (1 − s_k) of each kernel."""
+  t0, every, n, initial, final = gmp
+  k = (step - t0) // every
+  update = (step >= t0) & ((step - t0) % every == 0) & (k <= n)
+
+  def recompute():
+    keep = 1.0 - gmp_sparsity(k.astype(jnp.float32), n, initial, final)
+
+    def one(w, m):
+      flat = jnp.abs(w * m).reshape(-1)
+      rank = jnp.argsort(jnp.argsort(-flat, stable=True), stable=True)
+      return (rank < jnp.round(keep * flat.size)).reshape(w.shape)
+    return jax.tree.map(one, student, masks)
+
+  return jax.lax.cond(update, recompute, lambda: masks)
+
+
 def train_step(state: TrainState, batch, aux, *, model, form, loss_cfg, tx, mean, std,
-               augment, teacher_model=None) -> tuple[TrainState, dict]:
+               augment, teacher_model=None, gmp=None) -> tuple[TrainState, dict]:
   """One optimizer step on one batch: pure in (state, batch, aux)."""
   key = jax.random.fold_in(state.rng, state.step)
   images = data.augment(key, batch["image"]) if augment else batch["image"]
@@ -112,16 +135,20 @@ def train_step(state: TrainState, batch, aux, *, model, form, loss_cfg, tx, mean
   metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
   if per_logit is not None:
     metrics["per_logit"] = jnp.mean(per_logit, 0)
-  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       opt_state=opt_state,
+  params, masks = optax.apply_updates(state.params, updates), state.masks
+  if gmp is not None:  # gradual magnitude pruning: the masks follow the trained weights
+    masks = _gmp_masks(params["student"], masks, state.step, gmp)
+    params = {**params, "student": jax.tree.map(lambda w, m: w * m, params["student"], masks)}
+  return state.replace(step=state.step + 1, params=params, masks=masks, opt_state=opt_state,
                        model_state={**state.model_state, **new_model_state}), metrics
 
 
 def make_train_epoch(*, model, form, loss_cfg, tx, mean, std, augment, batch_size, seed,
-                     stream, mesh, teacher_model=None) -> Callable:
+                     stream, mesh, teacher_model=None, gmp=None) -> Callable:
   """jit(state, train_arrays, aux) → (state, epoch-mean metrics): one whole epoch."""
   step = functools.partial(train_step, model=model, form=form, loss_cfg=loss_cfg, tx=tx,
-                           mean=mean, std=std, augment=augment, teacher_model=teacher_model)
+                           mean=mean, std=std, augment=augment, teacher_model=teacher_model,
+                           gmp=gmp)
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
   def train_epoch(state, arrays, aux):
@@ -366,16 +393,35 @@ class _Run:
                                             "history": self.history})
     return variables, self.history
 
-  def _abstract_variables(self):
-    shapes = jax.eval_shape(self.plain.init, jax.random.PRNGKey(0),
+  def _abstract_variables(self, model=None):
+    shapes = jax.eval_shape((model or self.plain).init, jax.random.PRNGKey(0),
                             jnp.zeros((1,) + self.ds.image_shape))
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
-  def forward_order(self):
-    """Kernel paths in forward order (creation order of a fresh init)."""
-    shapes = jax.eval_shape(self.plain.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1,) + self.ds.image_shape))
-    return masks_lib.prunable_paths(shapes["params"], self.c.prune.include, self.c.prune.exclude)
+
+def initial_params(method, form, key, teacher_vars, masks, student_init, plain, image_shape):
+  """(params, model_state, masks) a method starts its pruning phase from.
+
+  alpha_blend: teacher + He-initialised student. one_shot: the masked teacher
+  alone. scratch and distill: a freshly initialised network, masked (they
+  never read the teacher's weights). gmp: the dense teacher, masks all ones.
+  """
+  if method == "alpha_blend":
+    return blend_lib.init_params(form, key, teacher_vars, masks, student_init)
+  if method in ("scratch", "distill"):
+    fresh = dict(plain.init(jax.random.fold_in(key, 1), jnp.zeros((1,) + image_shape)))
+    kernels, rest = blend_lib.split(fresh.pop("params"), masks)
+    student = blend_lib.init_student(key, kernels, masks, student_init)
+    return {"teacher": {}, "student": student, "shared": rest}, fresh, masks
+  variables = dict(teacher_vars)
+  kernels, rest = blend_lib.split(variables.pop("params"), masks)
+  if method == "one_shot":
+    student = blend_lib.init_student(key, kernels, masks, "copy")
+    return {"teacher": {}, "student": student, "shared": rest}, variables, masks
+  if method == "gmp":
+    ones = jax.tree.map(lambda m: np.ones(np.shape(m), bool), masks)
+    return {"teacher": {}, "student": kernels, "shared": rest}, variables, ones
+  raise ValueError(f"unknown method {method!r}")
 
 
 def _observe(opt, state: TrainState, val_loss):
@@ -460,11 +506,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Targets from the frozen teacher: computed once where the data are not augmented.
   eb = c.data.eval_batch_size
+  loss_cfg = dict(c.loss, kind="distillation" if c.method == "distill" else c.loss.kind)
   cls_cfg = dict(c.loss, kind="classification")
   logits_fn = make_logits(model=r.plain, mean=dataset.mean, std=dataset.std, batch_size=eb)
   aux: dict = {}
   train_arrays, val_arrays, test_arrays = r.train, r.val, r.test
-  if losses.needs_teacher_logits(c.loss.kind, c.loss.target):
+  if losses.needs_teacher_logits(loss_cfg["kind"], c.loss.target):
     val_arrays = {**r.val, "teacher_logits": logits_fn(teacher_vars, r.val)}
     test_arrays = {**r.test, "teacher_logits": logits_fn(teacher_vars, r.test)}
     padded = _pad_eval(dataset.train, eb, mesh)
@@ -474,11 +521,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       aux["teacher_variables"] = teacher_vars
     else:
       train_arrays = {**r.train, "teacher_logits": train_logits}
-    if c.loss.kind == "regression" and c.loss.reduction == "per_logit":
+    if loss_cfg["kind"] == "regression" and c.loss.reduction == "per_logit":
       aux["target_var"] = jnp.asarray(_target_var(
           c.loss.kind, c.loss.target, np.asarray(train_logits), dataset.train["label"],
           dataset.num_classes), jnp.float32)
-  elif c.loss.kind == "regression" and c.loss.reduction == "per_logit":
+  elif loss_cfg["kind"] == "regression" and c.loss.reduction == "per_logit":
     aux["target_var"] = jnp.asarray(_target_var(c.loss.kind, "labels", None,
                                                 dataset.train["label"], dataset.num_classes))
 
@@ -491,11 +538,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
          f"test_acc={float(teacher_test['accuracy']):.4f}")
 
   # Masks, chosen once from the teacher's weights.
-  order = r.forward_order() if r.plain.sequential else None
+  groups = r.plain.channel_groups() if c.prune.structure == "filter" else None
   masks = masks_lib.compute_masks(
       teacher_vars["params"], keep_ratio=c.prune.keep_ratio, criterion=c.prune.criterion,
       scope=c.prune.scope, structure=c.prune.structure, n=c.prune.n, m=c.prune.m,
-      include=c.prune.include, exclude=c.prune.exclude, chain=order,
+      include=c.prune.include, exclude=c.prune.exclude, groups=groups,
       key=jax.random.fold_in(jax.random.PRNGKey(c.seed), 0x3A5C))
   counts = masks_lib.param_counts(teacher_vars["params"], masks)
   _print(f"masks: {counts['kept_prunable_params']}/{counts['prunable_params']} prunable weights "
@@ -505,10 +552,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   opt = opt_lib.make_optimizer(optimizer=c.train.optimizer, learning_rate=c.train.learning_rate,
                                momentum=c.train.momentum, teacher_trainable=c.teacher.trainable,
                                **c.train.plateau)
-  params, model_state, blend_masks = blend_lib.init_params(
-      r.form, jax.random.fold_in(jax.random.PRNGKey(c.seed), 0x57D), jax.device_get(teacher_vars),
-      masks, c.prune.init)
-  state = init_state(params, model_state, jax.tree.map(jnp.asarray, blend_masks), opt.tx, c.seed)
+  form = r.form if c.method == "alpha_blend" else "layer"
+  params, model_state, blend_masks = initial_params(
+      c.method, form, jax.random.fold_in(jax.random.PRNGKey(c.seed), 0x57D),
+      jax.device_get(teacher_vars), masks, c.prune.init, r.plain, dataset.image_shape)
+  state = init_state(params, model_state, blend_masks, opt.tx, c.seed)
   state = data.put_replicated(state, mesh)
 
   ckpt = checkpoint.RunCheckpoints(os.path.join(workdir, "checkpoints", "prune"), c.checkpoint.keep)
@@ -521,38 +569,68 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     ckpt.save(0, state, {"history": r.history})
 
-  stages = [(a, c.train.max_epochs_per_stage) for a in alphas]
+  # Every method gets the α-run's budget: len(alphas) × max_epochs_per_stage, then fine-tuning.
+  budget = len(alphas) * c.train.max_epochs_per_stage
+  if c.method == "alpha_blend":
+    stages = [(a, c.train.max_epochs_per_stage) for a in alphas]
+  else:  # the pruned network alone (α = 0) for the same number of epochs
+    stages = [(0.0, budget)]
   r.n_prune_stages = len(stages)
   if c.train.finetune_epochs:
     stages.append((0.0, c.train.finetune_epochs))
-  epoch_fn = make_train_epoch(model=r.model, form=r.form, loss_cfg=dict(c.loss), tx=opt.tx,
+  gmp = None
+  if c.method == "gmp":
+    steps_per_epoch = len(dataset.train["label"]) // c.data.batch_size
+    every = c.gmp.update_every
+    n = max(1, int(c.gmp.prune_fraction * budget * steps_per_epoch) // every)
+    gmp = (0, every, n, float(c.gmp.initial_sparsity), 1.0 - float(c.prune.keep_ratio))
+    _print(f"gmp: {n} mask updates every {every} steps, sparsity "
+           f"{gmp[3]:.2f} → {gmp[4]:.2f}, then fine-tuning at the final sparsity")
+  model = r.model if form == r.form else r.plain
+  epoch_fn = make_train_epoch(model=model, form=form, loss_cfg=loss_cfg, tx=opt.tx,
                               mean=dataset.mean, std=dataset.std, augment=dataset.augment,
                               batch_size=c.data.batch_size, seed=c.seed, stream=PHASES["prune"],
-                              mesh=mesh, teacher_model=r.plain)
-  eval_fn = make_evaluate(model=r.model, loss_cfg=dict(c.loss), mean=dataset.mean,
+                              mesh=mesh, teacher_model=r.plain, gmp=gmp)
+  eval_fn = make_evaluate(model=model, loss_cfg=loss_cfg, mean=dataset.mean,
                           std=dataset.std, batch_size=eb)
   state = r.train_phase("prune", state, stages, opt, epoch_fn, eval_fn, train_arrays, val_arrays,
-                        aux, ckpt, r.form)
+                        aux, ckpt, form)
   ckpt.close()
   r.train_epoch_compilations = epoch_fn._cache_size()
 
   # The blended model at α = 0, then the pruned network alone, saved and reloaded.
-  blended_test = eval_fn(state_variables(state, r.form), jnp.float32(0.0), test_arrays, aux)
-  exported = jax.device_get(blend_lib.export_variables(r.form, state.params, state.model_state,
+  blended_test = eval_fn(state_variables(state, form), jnp.float32(0.0), test_arrays, aux)
+  exported = jax.device_get(blend_lib.export_variables(form, state.params, state.model_state,
                                                        state.masks))
-  layer_masks = jax.device_get(masks)
+  # The masks the model ends with (gmp chose its own while training).
+  layer_masks = jax.device_get(masks) if c.method != "gmp" else jax.device_get(state.masks)
+  counts = masks_lib.param_counts(teacher_vars["params"], layer_masks)
   export_dir = os.path.join(workdir, "export")
+  export_model, model_cfg = r.plain, c.model.to_dict()
+  coupled = groups is not None and all(
+      p in tree.flatten(layer_masks) for prods, cons in groups for p in (*prods, *cons))
+  if c.prune.structure == "filter" and coupled:
+    fields, exported = compact.compact_variables(r.plain, exported, layer_masks)
+    model_cfg = {**model_cfg, **fields}
+    export_model = models.make_model(model_cfg, dataset.num_classes)
+    counts["params_total_after"] = tree.count(exported["params"])
+    speedup = ("a smaller dense network: pruned channels are cut out (see compact_speedup_* "
+               "in python -m alphaprune.bench)")
+  else:
+    speedup = ("none: the pruned weights are zeros inside dense kernels; the export has the "
+               "teacher's shapes and runs exactly as fast")
   checkpoint.save_model(export_dir, exported, {
-      "model": c.model.to_dict(), "num_classes": dataset.num_classes,
+      "model": model_cfg, "num_classes": dataset.num_classes,
       "image_shape": list(dataset.image_shape), "mean": list(dataset.mean),
       "std": list(dataset.std), "structure": c.prune.structure, **counts,
-      "sparsity_per_layer": masks_lib.sparsity_per_layer(layer_masks),
-      "speedup": ("none: the pruned weights are zeros inside dense kernels; the export has the "
-                  "teacher's shapes and runs exactly as fast")})
-  reloaded, _ = checkpoint.load_model(export_dir, r._abstract_variables())
+      "compact": export_model is not r.plain,
+      "sparsity_per_layer": masks_lib.sparsity_per_layer(layer_masks), "speedup": speedup})
+  reloaded, _ = checkpoint.load_model(export_dir, r._abstract_variables(export_model))
   reloaded = data.put_replicated(reloaded, mesh)
-  pruned_test = eval_cls(reloaded, None, r.test, {})
-  pruned_val = eval_cls(reloaded, None, r.val, {})
+  eval_export = make_evaluate(model=export_model, loss_cfg=cls_cfg, mean=dataset.mean,
+                              std=dataset.std, batch_size=eb)
+  pruned_test = eval_export(reloaded, None, r.test, {})
+  pruned_val = eval_export(reloaded, None, r.val, {})
 
   prune_epochs = [h for h in r.history if h["phase"] in ("prune", "finetune")]
   summary = {
@@ -569,7 +647,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "pruned_val_accuracy": float(pruned_val["accuracy"]),
       "blended_alpha0_test_accuracy": float(blended_test["accuracy"]),
       "dataset": c.data.name, "model": c.model.name, "structure": c.prune.structure,
-      "loss": c.loss.kind, "blend_form": r.form, "seed": c.seed,
+      "loss": loss_cfg["kind"], "blend_form": form, "seed": c.seed,
       "train_epoch_compilations": r.train_epoch_compilations,
   }
   r.log.close()

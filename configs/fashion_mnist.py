@@ -5,6 +5,7 @@
 Variants: (none) the full CPU run, the exponential α-schedule of the original
 experiments (rate 0.05, 60 stages); `quick` a 5-stage linear schedule, the
 whole pipeline in a few minutes (what the README's first command runs);
+`compare` the size `python -m alphaprune.compare` uses (8 linear stages);
 `smoke` seconds, for tests (mock data).
 
 LeNet-300-100 rather than LeNet-5: on this CPU a LeNet-5 step costs 66 ms
@@ -40,6 +41,13 @@ def get_config(variant: str = ""):
     c.schedule.num_stages = 5
     c.train.max_epochs_per_stage = 3
     c.train.finetune_epochs = 10
+  elif variant == "compare":  # every method × 3 seeds within an hour on 2 cores
+    c.teacher.epochs = 15
+    c.schedule.kind = "linear"
+    c.schedule.num_stages = 8
+    c.train.max_epochs_per_stage = 3
+    c.train.finetune_epochs = 10
+    c.report.enabled = False
   elif variant == "smoke":
     c.data.name = "mnist"
     c.data.batch_size = 32
@@ -53,5 +61,5 @@ def get_config(variant: str = ""):
     c.train.finetune_epochs = 1
     c.report.enabled = False
   elif variant:
-    raise ValueError(f"unknown variant {variant!r}; use quick or smoke")
+    raise ValueError(f"unknown variant {variant!r}; use quick, compare or smoke")
   return c

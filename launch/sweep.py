@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -37,15 +36,13 @@ def parse_seeds(text: str) -> list[int]:
 
 def aggregate(summaries: dict[int, dict]) -> dict:
   """{metric: {mean, std, values}} over seeds for every numeric summary key (std: n − 1)."""
+  from alphaprune.compare import mean_std
   out = {}
   keys = sorted(set.intersection(*(set(s) for s in summaries.values())))
   for key in keys:
     values = [summaries[seed][key] for seed in sorted(summaries)]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-      continue
-    mean = sum(values) / len(values)
-    var = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    out[key] = {"mean": mean, "std": math.sqrt(var), "values": values}
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+      out[key] = mean_std(values)
   return out
 
 

@@ -4,7 +4,8 @@ import math
 from alphaprune import bench
 
 KEYS = ("blend_layer_step_ratio", "blend_block_step_ratio", "train_step_compilations",
-        "input_overhead_ratio", "regression_step_ratio")
+        "input_overhead_ratio", "regression_step_ratio", "compact_speedup_b1",
+        "compact_speedup_b32", "compact_speedup_b256")
 
 
 def test_quick_bench_writes_every_key_finite_and_positive(tmp_path):

@@ -11,8 +11,8 @@ from alphaprune import models, tree
     ({"name": "lenet5"}, (32, 32, 3), 7),
     ({"name": "vgg", "depth": 11, "width": 0.125}, (28, 28, 1), 10),
     ({"name": "vgg", "depth": 16, "width": 0.125}, (32, 32, 3), 100),
-    ({"name": "resnet", "depth": 20, "width": 4}, (32, 32, 3), 10),
-    ({"name": "resnet", "depth": 32, "width": 4}, (28, 28, 1), 3),
+    ({"name": "resnet", "depth": 20, "width": 0.25}, (32, 32, 3), 10),
+    ({"name": "resnet", "depth": 32, "width": 0.25}, (28, 28, 1), 3),
 ])
 def test_models_take_both_input_sizes_and_any_class_count(config, shape, classes):
   model = models.make_model(config, classes)
@@ -28,7 +28,7 @@ def test_lenet_300_100_has_the_classic_size():
 
 
 def test_resnet_depth_counts_conv_layers():
-  model = models.make_model({"name": "resnet", "depth": 20, "width": 4}, 10)
+  model = models.make_model({"name": "resnet", "depth": 20, "width": 0.25}, 10)
   params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   convs = [p for p in tree.flatten(params) if p.endswith("conv/kernel") and "_proj" not in p]
   assert len(convs) + 1 == 20  # 19 convolutions + the linear head

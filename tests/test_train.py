@@ -181,6 +181,26 @@ def test_block_form_and_augmented_cifar(tmp_path):
   assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
 
 
+@pytest.mark.parametrize("model", ["vgg", "resnet"])
+def test_filter_structure_exports_a_compact_model(tmp_path, model):
+  import reference  # noqa: E402
+  config = reference.get_config("smoke")
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.prune.structure = "filter"
+  config.model.name = model
+  config.model.width = 0.125 if model == "vgg" else 0.25
+  config.model.depth = 11 if model == "vgg" else 20
+  summary = run_mock(config, tmp_path, examples=40)
+  variables, meta = checkpoint.load_model(str(tmp_path / "export"))
+  assert meta["compact"] and "smaller" in meta["speedup"]
+  total = sum(np.asarray(v).size for v in jax.tree.leaves(variables["params"]))
+  assert summary["params_total_after"] == total < summary["params_total_before"]
+  kernels = sum(np.asarray(v).size for p, v in jax.tree_util.tree_flatten_with_path(
+      variables["params"])[0] if "kernel" in jax.tree_util.keystr(p))
+  assert kernels == summary["kept_prunable_params"]
+  assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
+
+
 def _cli(workdir, env, *extra):
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),

@@ -1,0 +1,132 @@
+"""Baselines at equal budget: scratch, one_shot, gmp, distill beside alpha_blend."""
+
+import functools
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from alphaprune import checkpoint, masks as masks_lib, models, train, tree
+from alphaprune import optimizer as opt_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "configs"))
+import fashion_mnist  # noqa: E402
+
+METHODS = ("alpha_blend", "scratch", "one_shot", "gmp", "distill")
+
+
+def _config(tmp_path, method, **extra):
+  c = fashion_mnist.get_config("smoke")
+  c.method = method
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.gmp.update_every = 2
+  for k, v in extra.items():
+    node = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def _run(config, workdir):
+  with tfds.testing.mock_data(num_examples=120):
+    return train.run(config, str(workdir))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("methods")
+  out = {"alpha_blend": _run(_config(root, "alpha_blend"), root / "alpha_blend")}
+  teacher = str(root / "alpha_blend" / "teacher")
+  for method in METHODS[1:]:
+    out[method] = _run(_config(root, method, **{"teacher.checkpoint": teacher,
+                                                "checkpoint.keep": 100}), root / method)
+  return root, out
+
+
+def test_every_method_meets_the_keep_ratio_with_a_complete_summary(runs):
+  root, summaries = runs
+  required = {"method", "teacher_test_accuracy", "pruned_test_accuracy", "keep_ratio",
+              "prunable_params", "kept_prunable_params", "params_total_before",
+              "params_total_after", "alphas", "epochs_total", "wall_seconds"}
+  for method, s in summaries.items():
+    assert required <= set(s) and s["method"] == method
+    # per layer round(0.35·size): within one weight per layer of 35%
+    assert abs(s["kept_prunable_params"] - 0.35 * s["prunable_params"]) <= 3, method
+    variables, _ = checkpoint.load_model(str(root / method / "export"))
+    nonzero = sum(int(np.count_nonzero(v)) for p, v in tree.flatten(variables["params"]).items()
+                  if p.endswith("kernel"))
+    assert nonzero <= s["kept_prunable_params"], method
+    assert s["pruned_test_accuracy"] == s["blended_alpha0_test_accuracy"]
+
+
+def test_all_methods_get_the_same_epoch_budget_and_teacher(runs):
+  _, summaries = runs
+  assert len({s["epochs_total"] for s in summaries.values()}) == 1
+  assert summaries["gmp"]["epochs_total"] == 2 * 2 + 1  # 2 stages × 2 epochs + 1 fine-tuning
+  assert len({s["teacher_test_accuracy"] for s in summaries.values()}) == 1
+
+
+def test_gmp_follows_the_cubic_schedule_and_ends_at_the_target():
+  model = models.MLP(hidden=(40,), num_classes=3)
+  x = jax.random.normal(jax.random.key(0), (16, 6))
+  variables = model.init(jax.random.key(1), x)
+  ones = jax.tree.map(lambda w: np.ones(w.shape, bool),
+                      tree.subset(variables["params"], masks_lib.prunable_paths(variables["params"])))
+  params, model_state, masks = train.initial_params("gmp", "layer", jax.random.key(2), variables,
+                                                    ones, "he_normal", model, (6,))
+  opt = opt_lib.make_optimizer(learning_rate=0.01)
+  state = train.init_state(params, model_state, masks, opt.tx, 0)
+  every, n, final = 3, 4, 0.65
+  step = jax.jit(functools.partial(
+      train.train_step, model=model, form="layer", tx=opt.tx, mean=(0.0,), std=(1.0,),
+      augment=False, gmp=(0, every, n, 0.0, final),
+      loss_cfg=dict(kind="classification", target="teacher", reduction="mean",
+                    temperature=1.0, distill_weight=0.5)))
+  batch = {"image": jnp.clip(x * 40 + 128, 0, 255).astype(jnp.uint8),
+           "label": jnp.arange(16) % 3}
+  sizes = {p: m.size for p, m in tree.flatten(masks).items()}
+  for t in range(20):
+    state, _ = step(state, batch, {})
+    kept = {p: int(np.sum(m)) for p, m in tree.flatten(state.masks).items()}
+    k = min(t // every, n)
+    s_k = final + (0.0 - final) * (1 - k / n) ** 3  # the formula, by hand
+    for p, size in sizes.items():
+      assert kept[p] == round((1 - s_k) * size), (t, p)
+    for w, m in zip(jax.tree.leaves(state.params["student"]), jax.tree.leaves(state.masks)):
+      assert np.all(np.asarray(w)[~np.asarray(m)] == 0)
+  assert all(kept[p] == round(0.35 * size) for p, size in sizes.items())
+
+
+def test_one_shot_starts_from_exactly_the_masked_teacher(runs):
+  root, _ = runs
+  teacher, _ = checkpoint.load_model(str(root / "alpha_blend" / "teacher"))
+  ckpt = checkpoint.RunCheckpoints(str(root / "one_shot" / "checkpoints" / "prune"))
+  first = ckpt.restore(0, None)[0]
+  masks = first["masks"]
+  for path, mask in tree.flatten(masks).items():
+    want = np.asarray(tree.flatten(teacher["params"])[path]) * np.asarray(mask)
+    np.testing.assert_array_equal(tree.flatten(first["params"]["student"])[path], want)
+  assert first["params"]["teacher"] == {}
+
+
+def test_scratch_never_reads_the_teacher_weights(runs, tmp_path):
+  root, summaries = runs
+  teacher, meta = checkpoint.load_model(str(root / "alpha_blend" / "teacher"))
+  # Twice the teacher: different weights, same magnitude order, hence the same masks.
+  doubled = jax.tree.map(lambda v: np.asarray(v) * 2, teacher)
+  checkpoint.save_model(str(tmp_path / "doubled"), doubled, meta)
+  again = _run(_config(root, "scratch", **{"teacher.checkpoint": str(tmp_path / "doubled")}),
+               tmp_path / "scratch")
+  a, _ = checkpoint.load_model(str(root / "scratch" / "export"))
+  b, _ = checkpoint.load_model(str(tmp_path / "scratch" / "export"))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert again["pruned_test_accuracy"] == summaries["scratch"]["pruned_test_accuracy"]
