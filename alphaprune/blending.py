@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 
 from alphaprune import tree
 

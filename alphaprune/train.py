@@ -19,7 +19,6 @@ import functools
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Callable
 
@@ -344,6 +343,20 @@ class _Run:
              f"({seconds:.1f}s/epoch, ≤{left:.0f}s left in stage)")
     return state
 
+  def resume(self, phase, state):
+    """(state, checkpoints) of a phase: the latest readable checkpoint, else `state`, saved."""
+    ckpt = checkpoint.RunCheckpoints(os.path.join(self.workdir, "checkpoints", phase),
+                                     self.c.checkpoint.keep)
+    restored = ckpt.restore_latest(state)
+    if restored:
+      state, meta = restored
+      self.history = meta["history"]
+      self.log.rewrite(self.history)
+      _print(f"resumed {phase} at stage {int(state.stage)}, epoch {int(state.epoch)}")
+    else:
+      ckpt.save(0, state, {"history": self.history})
+    return state, ckpt
+
   # -- pretraining
 
   def teacher(self):
@@ -367,14 +380,7 @@ class _Run:
         momentum=c.train.momentum, **c.train.plateau)
     pre = {"teacher": {}, "student": kernels, "shared": rest}
     state = data.put_replicated(init_state(pre, dict(variables), ones, opt.tx, c.seed), self.mesh)
-    ckpt = checkpoint.RunCheckpoints(os.path.join(self.workdir, "checkpoints", "pretrain"),
-                                     c.checkpoint.keep)
-    restored = ckpt.restore_latest(state)
-    if restored:
-      state, meta = restored
-      self.history = meta["history"]
-      self.log.rewrite(self.history)
-      _print(f"resumed pretraining from epoch {int(state.epoch)}")
+    state, ckpt = self.resume("pretrain", state)
     cls = dict(c.loss, kind="classification")
     epoch_fn = make_train_epoch(model=self.plain, form="layer", loss_cfg=cls, tx=opt.tx,
                                 mean=self.ds.mean, std=self.ds.std, augment=self.ds.augment,
@@ -556,18 +562,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   params, model_state, blend_masks = initial_params(
       c.method, form, jax.random.fold_in(jax.random.PRNGKey(c.seed), 0x57D),
       jax.device_get(teacher_vars), masks, c.prune.init, r.plain, dataset.image_shape)
-  state = init_state(params, model_state, blend_masks, opt.tx, c.seed)
-  state = data.put_replicated(state, mesh)
-
-  ckpt = checkpoint.RunCheckpoints(os.path.join(workdir, "checkpoints", "prune"), c.checkpoint.keep)
-  restored = ckpt.restore_latest(state)
-  if restored:
-    state, meta = restored
-    r.history = meta["history"]
-    r.log.rewrite(r.history)
-    _print(f"resumed pruning at stage {int(state.stage)}, epoch {int(state.epoch)}")
-  else:
-    ckpt.save(0, state, {"history": r.history})
+  state = data.put_replicated(init_state(params, model_state, blend_masks, opt.tx, c.seed), mesh)
+  state, ckpt = r.resume("prune", state)
 
   # Every method gets the α-run's budget: len(alphas) × max_epochs_per_stage, then fine-tuning.
   budget = len(alphas) * c.train.max_epochs_per_stage

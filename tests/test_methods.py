@@ -1,7 +1,6 @@
 """Baselines at equal budget: scratch, one_shot, gmp, distill beside alpha_blend."""
 
 import functools
-import json
 import os
 import sys
 
