@@ -79,7 +79,7 @@ def plot(stats: dict, path: str) -> None:
   high = max(a["mean"] + a["std"] for a in acc + [teacher])
   ax.set_ylim(low - 0.3 * (high - low + 1e-3), high + 0.3 * (high - low + 1e-3))
   n = len(stats[methods[0]]["seeds"])
-  ax.set_ylabel(f"pruned test accuracy (mean ± std, {n} seeds)")
+  ax.set_ylabel(f"pruned test accuracy (mean ± std, {n} seeds; axis cut)")
   ax.set_title("same teacher, masks' keep ratio and epoch budget for every method")
   ax.legend(loc="lower right")
   fig.tight_layout()
