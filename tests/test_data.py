@@ -96,13 +96,17 @@ def test_bad_idx_files_are_rejected(tmp_path):
 
 @pytest.mark.skipif(not data.has_idx_files(data.DEBIAN_FASHION_MNIST),
                     reason="Debian's dataset-fashion-mnist is not installed")
-def test_real_fashion_mnist_from_debian_files():
-  splits = data.read_idx_folder(data.DEBIAN_FASHION_MNIST)
-  assert splits["train"]["image"].shape == (60000, 28, 28, 1)
-  assert splits["test"]["image"].shape == (10000, 28, 28, 1)
-  for split in splits.values():
+def test_real_fashion_mnist_build_from_debian_files(tmp_path):
+  ds = data.load("fashion_mnist", data_dir=str(tmp_path), manual_dir=data.DEBIAN_FASHION_MNIST,
+                 val_fraction=0.1, seed=0, download=False)
+  assert len(ds.train["label"]) + len(ds.val["label"]) == 60000
+  assert len(ds.val["label"]) == 6000 and len(ds.test["label"]) == 10000
+  assert ds.image_shape == (28, 28, 1) and ds.num_classes == 10
+  for split in (ds.train, ds.val, ds.test):
     assert split["label"].min() == 0 and split["label"].max() == 9
     assert np.bincount(split["label"]).min() > 0
+  # Fashion-MNIST's test set has 1,000 images of each class.
+  assert np.bincount(ds.test["label"]).tolist() == [1000] * 10
 
 
 def test_missing_data_is_a_one_line_data_error(tmp_path):

@@ -90,6 +90,35 @@ def test_end_to_end_summary_metrics_and_export(finished):
   assert os.listdir(workdir / "tensorboard")
 
 
+def test_report_of_a_finished_run_draws_its_metrics(finished):
+  from alphaprune import report
+  workdir, _, summary = finished
+  paths = report.write_report(str(workdir))
+  for name in ("accuracy.png", "loss.png", "alpha_accuracy.png", "lr.png", "summary.md"):
+    assert (workdir / "report" / name).stat().st_size > 0
+  metrics = read_metrics(workdir)
+  curves = report.curves(report.read_history(str(workdir)))
+  np.testing.assert_array_equal(curves["val_accuracy"], [m["val_accuracy"] for m in metrics])
+  np.testing.assert_array_equal(curves["lr"], [m["lr"] for m in metrics])
+  ends = report.stage_ends(metrics)
+  assert list(ends["alpha"]) == [0.5, 0.0, 0.0]  # two α-stages, then fine-tuning
+  assert f"{summary['pruned_test_accuracy']:.4f}" in (workdir / "report" / "summary.md").read_text()
+  assert len(paths) == 5
+
+
+def test_stage_advances_early_after_n_plateau_cuts(tmp_path):
+  # min_delta so large that no epoch counts as an improvement after the first:
+  # with patience 1 the learning rate is cut after every epoch but the first.
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "train.advance_after_cuts": 1,
+                    "train.max_epochs_per_stage": 5, "train.plateau.patience": 1,
+                    "train.plateau.min_delta": 100.0, "train.finetune_epochs": 0})
+  run_mock(config, tmp_path)
+  prune = [m for m in read_metrics(tmp_path) if m["phase"] == "prune"]
+  per_stage = [sum(1 for m in prune if m["stage"] == k) for k in (0, 1)]
+  assert per_stage == [2, 2]  # not 5: each stage ends at its first cut
+  assert [m["lr"] for m in prune] == [1e-3, 1e-3, 1e-3, 1e-3]  # reset at each new stage
+
+
 def test_stage_end_checkpoints_are_kept(finished):
   workdir, _, _ = finished
   steps = checkpoint.RunCheckpoints(str(workdir / "checkpoints" / "prune")).steps()
