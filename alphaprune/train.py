@@ -295,9 +295,9 @@ class _Run:
 
   # -- phases
 
-  def train_phase(self, phase, state, stages, opt, epoch_fn, eval_fn, train_arrays, val_arrays,
+  def train_phase(self, state, stages, opt, epoch_fn, eval_fn, train_arrays, val_arrays,
                   aux, ckpt, form):
-    """Trains `stages` [(alpha, max_epochs)] from wherever `state` stands."""
+    """Trains `stages` [(phase, alpha, max_epochs)] from wherever `state` stands."""
     every = self.c.checkpoint.every_epochs
     observe = jax.jit(lambda s, v: _observe(opt, s, v))
     start = jax.jit(lambda s, a: s.replace(
@@ -305,7 +305,7 @@ class _Run:
         opt_state=opt_lib.reset_stage(opt, s.opt_state, s.params, self.c.train.reset_momentum)))
     while int(state.stage) < len(stages):
       k = int(state.stage)
-      alpha, max_epochs = stages[k]
+      phase, alpha, max_epochs = stages[k]
       if int(state.stage_epoch) == 0:
         state = start(state, jnp.float32(alpha))
       t0 = time.time()
@@ -324,9 +324,7 @@ class _Run:
       if stage_done:
         state = state.replace(stage=state.stage + 1, stage_epoch=jnp.zeros_like(state.stage_epoch))
       seconds = time.time() - t0
-      record = {"phase": phase if not (phase == "prune" and k >= self.n_prune_stages)
-                else "finetune",
-                "stage": k, "alpha": float(alpha), "epoch": epoch, "lr": lr,
+      record = {"phase": phase, "stage": k, "alpha": float(alpha), "epoch": epoch, "lr": lr,
                 "train_loss": train_loss, "train_accuracy": float(train_m["accuracy"]),
                 "val_loss": val_loss, "val_accuracy": float(val_m["accuracy"]),
                 "seconds": seconds, "stage_end": stage_done}
@@ -388,9 +386,8 @@ class _Run:
                                 stream=PHASES["pretrain"], mesh=self.mesh)
     eval_fn = make_evaluate(model=self.plain, loss_cfg=cls, mean=self.ds.mean, std=self.ds.std,
                             batch_size=c.data.eval_batch_size)
-    self.n_prune_stages = 1
-    state = self.train_phase("pretrain", state, [(0.0, c.teacher.epochs)], opt, epoch_fn, eval_fn,
-                             self.train, self.val, {}, ckpt, "layer")
+    state = self.train_phase(state, [("pretrain", 0.0, c.teacher.epochs)], opt, epoch_fn,
+                             eval_fn, self.train, self.val, {}, ckpt, "layer")
     ckpt.close()
     variables = blend_lib.export_variables("layer", state.params, state.model_state, state.masks)
     variables = jax.device_get(variables)
@@ -568,12 +565,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Every method gets the α-run's budget: len(alphas) × max_epochs_per_stage, then fine-tuning.
   budget = len(alphas) * c.train.max_epochs_per_stage
   if c.method == "alpha_blend":
-    stages = [(a, c.train.max_epochs_per_stage) for a in alphas]
+    stages = [("prune", a, c.train.max_epochs_per_stage) for a in alphas]
   else:  # the pruned network alone (α = 0) for the same number of epochs
-    stages = [(0.0, budget)]
-  r.n_prune_stages = len(stages)
+    stages = [("prune", 0.0, budget)]
   if c.train.finetune_epochs:
-    stages.append((0.0, c.train.finetune_epochs))
+    stages.append(("finetune", 0.0, c.train.finetune_epochs))
   gmp = None
   if c.method == "gmp":
     steps_per_epoch = len(dataset.train["label"]) // c.data.batch_size
@@ -589,8 +585,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               mesh=mesh, teacher_model=r.plain, gmp=gmp)
   eval_fn = make_evaluate(model=model, loss_cfg=loss_cfg, mean=dataset.mean,
                           std=dataset.std, batch_size=eb)
-  state = r.train_phase("prune", state, stages, opt, epoch_fn, eval_fn, train_arrays, val_arrays,
-                        aux, ckpt, form)
+  state = r.train_phase(state, stages, opt, epoch_fn, eval_fn, train_arrays, val_arrays, aux,
+                        ckpt, form)
   ckpt.close()
   r.train_epoch_compilations = epoch_fn._cache_size()
 
