@@ -473,7 +473,7 @@ def check_teacher(config, model, image_shape):
                       "use a checkpoint of the same model and dataset")
 
 
-def _target_var(kind, target, train_teacher_logits, labels, num_classes):
+def _target_var(target, train_teacher_logits, labels, num_classes):
   """Per-logit variance of the regression targets over the training set (per_logit reduction)."""
   if target == "teacher":
     return np.var(train_teacher_logits, axis=0) + 1e-8
@@ -514,23 +514,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logits_fn = make_logits(model=r.plain, mean=dataset.mean, std=dataset.std, batch_size=eb)
   aux: dict = {}
   train_arrays, val_arrays, test_arrays = r.train, r.val, r.test
+  per_logit = loss_cfg["kind"] == "regression" and c.loss.reduction == "per_logit"
+  train_logits = None
   if losses.needs_teacher_logits(loss_cfg["kind"], c.loss.target):
     val_arrays = {**r.val, "teacher_logits": logits_fn(teacher_vars, r.val)}
     test_arrays = {**r.test, "teacher_logits": logits_fn(teacher_vars, r.test)}
-    padded = _pad_eval(dataset.train, eb, mesh)
-    n = len(dataset.train["label"])
-    train_logits = logits_fn(teacher_vars, padded)[:n]
+    if per_logit or not dataset.augment:  # augmented batches get their targets per step
+      n = len(dataset.train["label"])
+      train_logits = logits_fn(teacher_vars, _pad_eval(dataset.train, eb, mesh))[:n]
     if dataset.augment:
       aux["teacher_variables"] = teacher_vars
     else:
       train_arrays = {**r.train, "teacher_logits": train_logits}
-    if loss_cfg["kind"] == "regression" and c.loss.reduction == "per_logit":
-      aux["target_var"] = jnp.asarray(_target_var(
-          c.loss.kind, c.loss.target, np.asarray(train_logits), dataset.train["label"],
-          dataset.num_classes), jnp.float32)
-  elif loss_cfg["kind"] == "regression" and c.loss.reduction == "per_logit":
-    aux["target_var"] = jnp.asarray(_target_var(c.loss.kind, "labels", None,
-                                                dataset.train["label"], dataset.num_classes))
+  if per_logit:
+    aux["target_var"] = jnp.asarray(_target_var(
+        c.loss.target, None if train_logits is None else np.asarray(train_logits),
+        dataset.train["label"], dataset.num_classes), jnp.float32)
 
   # The teacher at α = 1: the starting point, evaluated, never trained.
   eval_cls = make_evaluate(model=r.plain, loss_cfg=cls_cfg, mean=dataset.mean, std=dataset.std,

@@ -25,12 +25,7 @@ def _config(tmp_path, method, **extra):
   c.method = method
   c.data.data_dir = str(tmp_path / "tfds")
   c.gmp.update_every = 2
-  for k, v in extra.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
+  c.update_from_flattened_dict(extra)  # dotted keys, as on the command line
   return c
 
 

@@ -29,12 +29,7 @@ SUMMARY_KEYS = {"method", "teacher_test_accuracy", "pruned_test_accuracy", "keep
 
 def smoke(**overrides):
   c = fashion_mnist.get_config("smoke")
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys, as on the command line
   return c
 
 
