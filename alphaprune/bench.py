@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from alphaprune import blending, data, masks as masks_lib, models, train, tree
+from alphaprune import blending, data, devices, losses, masks as masks_lib, models, steps
+from alphaprune import train, tree
 from alphaprune import optimizer as opt_lib
 
-CLS = dict(kind="classification", target="teacher", reduction="mean", temperature=4.0,
-           distill_weight=0.5)
-REG = dict(CLS, kind="regression")
+CLS = losses.Loss("classification")
+REG = losses.Loss("regression")
 
 
 def _timeit(fn, *args):
@@ -63,20 +63,24 @@ class Setup:
 
   def __init__(self, model_cfg, shape, batch_size, steps, classes=10):
     self.shape, self.batch, self.steps = shape, batch_size, steps
-    self.mesh = train.make_mesh()
+    self.mesh = devices.make_mesh()
     self.plain = models.make_model(model_cfg, classes)
     self.block = models.make_model(model_cfg, classes, "block")
-    self.arrays = data.put_replicated(_synthetic(batch_size * steps, shape, classes), self.mesh)
+    self.arrays = devices.put_replicated(_synthetic(batch_size * steps, shape, classes), self.mesh)
     variables = self.plain.init(jax.random.key(0), jnp.zeros((1,) + shape))
     self.variables = variables
     self.masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.35)
     self.opt = opt_lib.make_optimizer(optimizer="sgd", learning_rate=1e-3)
     self.mean, self.std = (0.5,) * shape[-1], (0.25,) * shape[-1]
 
-  def epoch_fn(self, model, form, loss_cfg=CLS):
-    return train.make_train_epoch(model=model, form=form, loss_cfg=loss_cfg, tx=self.opt.tx,
-                                  mean=self.mean, std=self.std, augment=False,
-                                  batch_size=self.batch, seed=0, stream=0, mesh=self.mesh)
+  def step_config(self, model, form, loss=CLS) -> steps.StepConfig:
+    return steps.StepConfig(model=model, loss=loss, mean=self.mean, std=self.std,
+                            mesh=self.mesh, form=form, tx=self.opt.tx, batch_size=self.batch)
+
+  def epoch_fn(self, model, form, loss=CLS):
+    """(state, arrays, aux) → (state, metrics): the driver's jitted epoch."""
+    cfg = self.step_config(model, form, loss)
+    return lambda state, arrays, aux: steps.train_epoch(state, arrays, aux, cfg)
 
   def dense_state(self):
     """Plain dense training: every kernel trainable, nothing blended (masks all ones)."""
@@ -84,13 +88,13 @@ class Setup:
     params = v.pop("params")
     ones = jax.tree.map(lambda m: np.ones(m.shape, bool), self.masks)
     kernels, rest = blending.split(params, ones)
-    return train.init_state({"teacher": {}, "student": kernels, "shared": rest}, v, ones,
+    return steps.init_state({"teacher": {}, "student": kernels, "shared": rest}, v, ones,
                             self.opt.tx, 0)
 
   def blended_state(self, form):
     params, model_state, masks = blending.init_params(form, jax.random.key(1), self.variables,
                                                       self.masks)
-    return train.init_state(params, model_state, masks, self.opt.tx, 0).replace(
+    return steps.init_state(params, model_state, masks, self.opt.tx, 0).replace(
         alpha=jnp.float32(0.5))
 
   def plain_dense_step(self):
@@ -166,15 +170,14 @@ def input_overhead(setup: Setup, repeats: int, epoch_steps: int) -> dict:
   """A real epoch (permutation + on-device gather + steps, then the host sync) ÷
   (steps × the bare step time, measured on one fixed batch already in place)."""
   n = setup.batch * epoch_steps
-  arrays = data.put_replicated(_synthetic(n, setup.shape, 10, seed=1), setup.mesh)
+  arrays = devices.put_replicated(_synthetic(n, setup.shape, 10, seed=1), setup.mesh)
   epoch_fn = setup.epoch_fn(setup.plain, "layer")
-  step = functools.partial(train.train_step, model=setup.plain, form="layer", loss_cfg=CLS,
-                           tx=setup.opt.tx, mean=setup.mean, std=setup.std, augment=False)
+  cfg = setup.step_config(setup.plain, "layer")
   fixed = jax.tree.map(lambda v: v[:setup.batch], arrays)
 
   @functools.partial(jax.jit, donate_argnums=0)
   def bare(state):
-    return jax.lax.scan(lambda s, _: step(s, fixed, {}), state, None, length=epoch_steps)
+    return jax.lax.scan(lambda s, _: steps.train_step(s, fixed, {}, cfg), state, None, length=epoch_steps)
 
   holders = {"epoch": setup.blended_state("layer"), "bare": setup.blended_state("layer")}
 

@@ -1,33 +1,26 @@
 """Every method × seeds at equal budget: `python -m alphaprune.compare`.
 
   python -m alphaprune.compare --config=configs/fashion_mnist.py:compare --seeds=0-2 \
-      --workdir=runs/compare [--methods=alpha_blend,scratch,...] [--config.KEY=VALUE ...]
+      --workdir=runs/compare [--methods=alpha_blend,scratch,...] [--parallel=N] \
+      [--config.KEY=VALUE ...]
 
 Per seed, `alpha_blend` runs first and pretrains the teacher; every other
 method loads that teacher by path (ROOT/seed_<k>/alpha_blend/teacher), so
-differences come from the methods alone. Finished runs are skipped. Writes
-ROOT/compare.json, ROOT/compare.md and ROOT/compare.png.
+differences come from the methods alone. Runs go through `alphaprune.jobs`:
+finished ones are skipped, unfinished ones resume. Writes ROOT/compare.json,
+ROOT/compare.md and ROOT/compare.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
-import subprocess
 import sys
 
-METHODS = ("alpha_blend", "scratch", "one_shot", "gmp", "distill")
-
-
-def mean_std(values) -> dict:
-  """Mean and sample standard deviation (n − 1; 0 for a single value)."""
-  values = list(values)
-  mean = sum(values) / len(values)
-  var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-  return {"mean": mean, "std": math.sqrt(var), "values": values}
+from alphaprune.jobs import Job, default_launcher, mean_std, parse_seeds, read_summary, run_jobs
+from alphaprune.methods import METHODS
 
 
 def aggregate(summaries: dict) -> dict:
@@ -91,10 +84,9 @@ def collect(root: str, methods, seeds) -> dict:
   out = {}
   for method in methods:
     for seed in seeds:
-      path = os.path.join(root, f"seed_{seed}", method, "summary.json")
-      if os.path.exists(path):
-        with open(path) as f:
-          out.setdefault(method, {})[seed] = json.load(f)
+      summary = read_summary(os.path.join(root, f"seed_{seed}", method))
+      if summary is not None:
+        out.setdefault(method, {})[seed] = summary
   return out
 
 
@@ -111,21 +103,23 @@ def write(root: str, methods, seeds) -> dict:
   return stats
 
 
-def _job(launcher, config, workdir, seed, extra, overrides, log_path) -> int:
-  if os.path.exists(os.path.join(workdir, "summary.json")):
-    return 0
-  cmd = launcher + [f"--config={config}", f"--workdir={workdir}", f"--config.seed={seed}",
-                    *extra, *overrides]
-  with open(log_path, "a") as log:
-    return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+def job(root: str, config: str, seed: int, method: str, overrides) -> Job:
+  """One (seed, method) run; all but alpha_blend load the teacher alpha_blend pretrained."""
+  seed_root = os.path.join(root, f"seed_{seed}")
+  args = [f"--config={config}", f"--config.seed={seed}", f"--config.method={method}"]
+  if method != "alpha_blend":
+    args.append(f"--config.teacher.checkpoint={os.path.join(seed_root, 'alpha_blend', 'teacher')}")
+  return Job(f"seed {seed} {method}", os.path.join(seed_root, method),
+             (*args, *overrides), os.path.join(seed_root, f"{method}.log"))
 
 
-def main(argv=None) -> int:
+def _parse(argv):
   parser = argparse.ArgumentParser(description="every method × seeds at equal budget")
   parser.add_argument("--config", required=True)
-  parser.add_argument("--seeds", default="0-2")
+  parser.add_argument("--seeds", default="0-2", help="e.g. 0-2, 1,3 or 0-2,5")
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--parallel", type=int, default=1, help="runs at once")
   parser.add_argument("--launcher", default=None,
                       help="command that runs one job (default: this Python, -m alphaprune.main)")
   args, overrides = parser.parse_known_args(argv)
@@ -133,34 +127,30 @@ def main(argv=None) -> int:
   bad = [m for m in methods if m not in METHODS] + [o for o in overrides
                                                     if not o.startswith("--config.")]
   if bad or "alpha_blend" not in methods:
-    print(f"error: {bad or 'alpha_blend is needed (it pretrains the shared teacher)'}; methods "
-          f"are {', '.join(METHODS)} and overrides --config.KEY=VALUE", file=sys.stderr)
+    raise ValueError(f"{bad or 'alpha_blend is needed (it pretrains the shared teacher)'}; "
+                     f"methods are {', '.join(METHODS)} and overrides --config.KEY=VALUE")
+  return args, overrides, methods, parse_seeds(args.seeds)
+
+
+def main(argv=None) -> int:
+  try:
+    args, overrides, methods, seeds = _parse(argv)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
     return 2
-  lo, _, hi = args.seeds.partition("-")
-  seeds = list(range(int(lo), int(hi or lo) + 1))
-  launcher = shlex.split(args.launcher) if args.launcher else [sys.executable, "-m",
-                                                                "alphaprune.main"]
-  failed = []
-  for seed in seeds:
-    seed_root = os.path.join(args.workdir, f"seed_{seed}")
-    os.makedirs(seed_root, exist_ok=True)
-    teacher = os.path.join(seed_root, "alpha_blend", "teacher")
-    for method in ["alpha_blend"] + [m for m in methods if m != "alpha_blend"]:
-      extra = [f"--config.method={method}"]
-      if method != "alpha_blend":
-        extra.append(f"--config.teacher.checkpoint={teacher}")
-      code = _job(launcher, args.config, os.path.join(seed_root, method), seed, extra, overrides,
-                  os.path.join(seed_root, f"{method}.log"))
-      print(f"seed {seed} {method}: exit {code}", flush=True)
-      if code:
-        failed.append((seed, method))
-        if method == "alpha_blend":
-          break  # no teacher for the others
+  launcher = shlex.split(args.launcher) if args.launcher else default_launcher()
+  teachers = {s: job(args.workdir, args.config, s, "alpha_blend", overrides) for s in seeds}
+  codes = run_jobs(list(teachers.values()), launcher, args.parallel)
+  others = [job(args.workdir, args.config, s, m, overrides) for s in seeds
+            if codes[teachers[s].name] == 0 for m in methods if m != "alpha_blend"]
+  codes.update(run_jobs(others, launcher, args.parallel))
   stats = write(args.workdir, methods, seeds)
   if stats:
     print(table(stats))
+  failed = [name for name, code in codes.items() if code]
   if failed:
-    print(f"error: {failed} failed; see the logs in {args.workdir}/seed_<k>/", file=sys.stderr)
+    print(f"error: {', '.join(failed)} failed (a failed alpha_blend leaves its seed without a "
+          f"teacher); see the logs in {args.workdir}/seed_<k>/", file=sys.stderr)
     return 1
   return 0
 

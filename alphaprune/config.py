@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from alphaprune import losses, masks, models, optimizer, schedules
+from alphaprune import losses, masks, methods, models, optimizer, schedules
 
-METHODS = ("alpha_blend", "scratch", "one_shot", "gmp", "distill")
+METHODS = methods.METHODS
 # Keys that may differ when a run resumes in an existing workdir: where data
 # lives, how often to checkpoint, how much to print. Anything else would make
 # the resumed run a different experiment.
@@ -31,7 +31,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.method = "alpha_blend"
 
   c.data = dict(name="fashion_mnist", data_dir="", manual_dir="/usr/share/datasets/fashion-mnist",
-                download=True, val_fraction=0.1, batch_size=128, eval_batch_size=1000)
+                download=True, val_fraction=0.1, batch_size=128, eval_batch_size=1000,
+                max_examples=0)  # max_examples: per split, 0 = all (smoke runs)
   c.model = dict(name="lenet5", hidden=(300, 100), depth=11, width=1.0)
   c.teacher = dict(checkpoint="", epochs=10, trainable=False, optimizer="adam",
                    learning_rate=1e-3)
@@ -78,6 +79,9 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
     raise ConfigError(f"data.val_fraction={c.data.val_fraction} must be in (0, 1)")
   _positive(c.data.batch_size, "data.batch_size", integer=True)
   _positive(c.data.eval_batch_size, "data.eval_batch_size", integer=True)
+  if not isinstance(c.data.max_examples, int) or c.data.max_examples < 0:
+    raise ConfigError(f"data.max_examples={c.data.max_examples!r} must be a whole number >= 0 "
+                      "(0 = every example)")
   for key in ("batch_size", "eval_batch_size"):
     if c.data[key] % device_count:
       raise ConfigError(f"data.{key}={c.data[key]} is not divisible by the {device_count} "

@@ -20,7 +20,6 @@ import dataclasses
 import gzip
 import os
 import struct
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -180,7 +179,10 @@ def split_validation(train: dict[str, np.ndarray], fraction: float, seed: int):
 
 
 def load(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
-         val_fraction: float = 0.1, seed: int = 0, download: bool = True) -> Dataset:
+         val_fraction: float = 0.1, seed: int = 0, download: bool = True,
+         max_examples: int = 0) -> Dataset:
+  """Train / validation / test arrays of a TFDS dataset; `max_examples` > 0 keeps only the
+  first that many of each split (after the validation split is drawn), for quick runs."""
   builder = _builder(name, data_dir, manual_dir, download)
   train = _as_arrays(builder, "train")
   test = _as_arrays(builder, "test")
@@ -191,6 +193,9 @@ def load(name: str, *, data_dir: str | None = None, manual_dir: str | None = Non
     pixels = train["image"].reshape(-1, train["image"].shape[-1]) / 255.0
     mean, std = tuple(pixels.mean(0).tolist()), tuple((pixels.std(0) + 1e-8).tolist())
   train, val = split_validation(train, val_fraction, seed)
+  if max_examples:
+    train, val, test = ({k: v[:max_examples] for k, v in split.items()}
+                        for split in (train, val, test))
   return Dataset(train, val, test, num_classes, tuple(mean), tuple(std), name in AUGMENTED)
 
 
@@ -233,14 +238,3 @@ def pad_for_eval(arrays: dict[str, np.ndarray], batch_size: int) -> dict[str, np
   out = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in arrays.items()}
   out["mask"] = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
   return out
-
-
-def put_replicated(tree: Any, mesh) -> Any:
-  """Every array of `tree` whole on every device of `mesh`, as global arrays.
-
-  Each process passes the same values (data are loaded, and states built, the
-  same way everywhere), so this works unchanged across hosts.
-  """
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.tree.map(
-      lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)

@@ -3,6 +3,8 @@ a masked mean, so a padded last batch counts each example exactly once."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -62,6 +64,27 @@ def loss_fn(kind: str, logits, labels, teacher_logits=None, *, target: str = "te
   if kind == "distillation":
     return distillation(logits, teacher_logits, labels, temperature, distill_weight), None
   raise ValueError(f"unknown loss.kind {kind!r}; choose one of {KINDS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """The configured loss (`config.loss`), as one hashable value a jitted step can take."""
+
+  kind: str = "classification"
+  target: str = "teacher"
+  reduction: str = "mean"
+  temperature: float = 4.0
+  distill_weight: float = 0.5
+
+  def per_example(self, logits, labels, teacher_logits=None, target_var=None):
+    """([B] losses, [B, K] per-logit errors or None)."""
+    return loss_fn(self.kind, logits, labels, teacher_logits, target=self.target,
+                   reduction=self.reduction, target_var=target_var,
+                   temperature=self.temperature, distill_weight=self.distill_weight)
+
+  @property
+  def needs_teacher_logits(self) -> bool:
+    return needs_teacher_logits(self.kind, self.target)
 
 
 def needs_teacher_logits(kind: str, target: str) -> bool:

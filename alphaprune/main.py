@@ -56,10 +56,10 @@ def main(argv):
     _fail(f"cannot load --config={flags.FLAGS['config'].config_filename}: "
           f"{str(e).splitlines()[0]}")
 
-  from alphaprune import train
+  from alphaprune import devices, train
   from alphaprune.config import ConfigError
-  train.maybe_initialize_distributed()
   from alphaprune.data import DataError
+  devices.maybe_initialize_distributed()
   try:
     train.run(config, _WORKDIR.value)
   except (ConfigError, DataError) as e:

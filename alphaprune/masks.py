@@ -30,6 +30,11 @@ def prunable_paths(params: Mapping[str, Any], include: Sequence[str] = DEFAULT_I
           if any(r.search(p) for r in inc) and not any(r.search(p) for r in exc)]
 
 
+def keep_count(keep_ratio: float, size: int) -> int:
+  """Weights a layer keeps: round(keep·size), and never none (as tfmot and jaxpruner do)."""
+  return min(size, max(1, int(round(keep_ratio * size))))
+
+
 def _top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
   """Exactly `k` True entries at the largest scores (ties broken by position)."""
   flat = scores.reshape(-1)
@@ -52,13 +57,15 @@ def _scores(kernels: dict[str, np.ndarray], criterion: str, key) -> dict[str, np
 
 def _unstructured(scores, keep_ratio, scope):
   if scope == "layer":
-    return {p: _top_k_mask(s, int(round(keep_ratio * s.size))) for p, s in scores.items()}
+    return {p: _top_k_mask(s, keep_count(keep_ratio, s.size)) for p, s in scores.items()}
   sizes = [s.size for s in scores.values()]
   flat = np.concatenate([s.reshape(-1) for s in scores.values()])
   mask = _top_k_mask(flat, int(round(keep_ratio * flat.size)))
   out, start = {}, 0
   for (p, s), size in zip(scores.items(), sizes):
     out[p] = mask[start:start + size].reshape(s.shape)
+    if not out[p].any():  # the global ranking emptied this layer: keep its best weight
+      out[p] = _top_k_mask(s, 1)
     start += size
   return out
 

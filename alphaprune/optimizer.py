@@ -58,7 +58,13 @@ def make_optimizer(*, optimizer: str = "sgd", learning_rate: float = 1e-3,
                    momentum: float = 0.9, factor: float = 0.1, patience: int = 10,
                    cooldown: int = 0, min_delta: float = 1e-4, min_lr: float = 0.0,
                    teacher_trainable: bool = False) -> Optimizer:
-  """Builds the whole chain for `{"teacher", "student", "shared"}` parameters."""
+  """Builds the whole chain for `{"teacher", "student", "shared"}` parameters.
+
+  A plateau cut scales the whole update, so with SGD the momentum's
+  contribution is scaled at once too (as in optax and PyTorch); Keras's SGD
+  keeps the old rate inside its velocity, which fades over a few steps.
+  """
+  _check_plateau(learning_rate, factor, patience, cooldown, min_delta, min_lr)
   if optimizer == "sgd":
     base = optax.sgd(learning_rate, momentum=momentum or None)
   elif optimizer == "adam":
@@ -79,6 +85,25 @@ def make_optimizer(*, optimizer: str = "sgd", learning_rate: float = 1e-3,
                                          labels),
                    _keep_pruned_at_zero())
   return Optimizer(tx, plateau, learning_rate)
+
+
+def _check_plateau(learning_rate, factor, patience, cooldown, min_delta, min_lr) -> None:
+  """One-line ValueErrors for settings that would make the plateau rule misbehave."""
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate} must be > 0")
+  if not 0 < factor < 1:
+    raise ValueError(f"factor={factor} must be in (0, 1): a cut must lower the rate")
+  if int(patience) != patience or patience < 1:
+    raise ValueError(f"patience={patience} must be a whole number >= 1 (with 0 the rate "
+                     "would be cut after improving epochs too)")
+  if int(cooldown) != cooldown or cooldown < 0:
+    raise ValueError(f"cooldown={cooldown} must be a whole number >= 0")
+  if not min_delta > 0:
+    raise ValueError(f"min_delta={min_delta} must be > 0 (e.g. 1e-4): the smallest change "
+                     "that counts as an improvement")
+  if not 0 <= min_lr < learning_rate:
+    raise ValueError(f"min_lr={min_lr} must be in [0, learning_rate={learning_rate}) (a "
+                     "larger one would raise the rate on the first plateau)")
 
 
 def _is_plateau(x) -> bool:

@@ -12,7 +12,8 @@ import numpy as np
 from alphaprune import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = [f"--config={REPO}/configs/fashion_mnist.py:smoke", "--config.data.eval_batch_size=40",
+ARGS = [f"--config={REPO}/configs/fashion_mnist.py:smoke", "--config.data.manual_dir=",
+        "--config.data.eval_batch_size=40",
         "--config.data.batch_size=32"]
 
 

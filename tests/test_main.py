@@ -77,7 +77,7 @@ def test_bad_config_one_line_exit_2_workdir_untouched(tmp_path, capsys, extra, n
   (workdir / "notes.txt").write_text("keep me")
   before = _snapshot(workdir)
   argv = ["alphaprune", SMOKE, f"--workdir={workdir}", f"--config.data.data_dir={tmp_path}/tfds",
-          *extra]
+          "--config.data.manual_dir=", *extra]
   with tfds.testing.mock_data(num_examples=20):
     code = _run_cli(argv)
   err = capsys.readouterr().err.strip().splitlines()
@@ -93,7 +93,7 @@ def test_teacher_checkpoint_of_another_model_is_refused(tmp_path, capsys):
       "kernel": np.zeros((3, 3), np.float32)}}}}, {})
   workdir = tmp_path / "work"
   argv = ["alphaprune", SMOKE, f"--workdir={workdir}", f"--config.data.data_dir={tmp_path}/tfds",
-          f"--config.teacher.checkpoint={tmp_path / 'teacher'}"]
+          "--config.data.manual_dir=", f"--config.teacher.checkpoint={tmp_path / 'teacher'}"]
   with tfds.testing.mock_data(num_examples=20):
     code = _run_cli(argv)
   err = capsys.readouterr().err.strip().splitlines()

@@ -47,7 +47,28 @@ def test_global_magnitude_ranks_across_layers():
   large = np.full((10, 10), 5.0, np.float32)
   masks = masks_lib.compute_masks({"a": {"kernel": small}, "b": {"kernel": large}},
                                   keep_ratio=0.5, scope="global")
-  assert masks["b"]["kernel"].all() and not masks["a"]["kernel"].any()
+  # b wins every global rank; a keeps only its one best weight (never emptied).
+  assert masks["b"]["kernel"].all() and masks["a"]["kernel"].sum() == 1
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "random"])
+@pytest.mark.parametrize("scope,structure", [("layer", "unstructured"), ("global", "unstructured"),
+                                             ("layer", "filter"), ("layer", "n:m")])
+def test_no_tiny_layer_is_emptied(criterion, scope, structure):
+  # A (2, 2) kernel at keep 0.1 would keep round(0.4) = 0 weights; tfmot and jaxpruner keep one.
+  rng = np.random.default_rng(0)
+  params = {"big": {"kernel": rng.normal(size=(40, 50)).astype(np.float32)},
+            "tiny": {"kernel": rng.normal(size=(2, 2)).astype(np.float32) * 1e-3}}
+  masks = masks_lib.compute_masks(params, keep_ratio=0.1, criterion=criterion, scope=scope,
+                                  structure=structure, n=1, m=4, key=jax.random.key(0))
+  tiny = np.asarray(masks["tiny"]["kernel"])
+  assert tiny.sum() >= 1
+  if structure == "unstructured":  # exactly one, and the largest when ranked by magnitude
+    assert tiny.sum() == 1
+    if criterion == "magnitude":
+      assert np.abs(params["tiny"]["kernel"])[tiny] == np.abs(params["tiny"]["kernel"]).max()
+  counts = masks_lib.param_counts(params, masks)  # the count reported is the count kept
+  assert counts["kept_prunable_params"] == sum(int(np.sum(m)) for m in jax.tree.leaves(masks))
 
 
 def test_two_four_keeps_two_of_every_four_inputs():

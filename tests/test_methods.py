@@ -10,20 +10,21 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alphaprune import checkpoint, masks as masks_lib, models, train, tree
+from alphaprune import checkpoint, devices, losses, masks as masks_lib, methods, models
+from alphaprune import steps, train, tree
 from alphaprune import optimizer as opt_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "configs"))
 import fashion_mnist  # noqa: E402
 
-METHODS = ("alpha_blend", "scratch", "one_shot", "gmp", "distill")
+METHODS = methods.METHODS
 
 
 def _config(tmp_path, method, **extra):
   c = fashion_mnist.get_config("smoke")
   c.method = method
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.update(data_dir=str(tmp_path / "tfds"), manual_dir="")
   c.gmp.update_every = 2
   c.update_from_flattened_dict(extra)  # dotted keys, as on the command line
   return c
@@ -68,35 +69,55 @@ def test_all_methods_get_the_same_epoch_budget_and_teacher(runs):
   assert len({s["teacher_test_accuracy"] for s in summaries.values()}) == 1
 
 
-def test_gmp_follows_the_cubic_schedule_and_ends_at_the_target():
-  model = models.MLP(hidden=(40,), num_classes=3)
+def _gmp_run(hidden, classes, gmp, steps_taken):
+  """A gmp state after each of `steps_taken` real train steps on one fixed batch."""
+  model = models.MLP(hidden=hidden, num_classes=classes)
   x = jax.random.normal(jax.random.key(0), (16, 6))
   variables = model.init(jax.random.key(1), x)
   ones = jax.tree.map(lambda w: np.ones(w.shape, bool),
                       tree.subset(variables["params"], masks_lib.prunable_paths(variables["params"])))
-  params, model_state, masks = train.initial_params("gmp", "layer", jax.random.key(2), variables,
-                                                    ones, "he_normal", model, (6,))
+  params, model_state, masks = methods.initial_params("gmp", "layer", jax.random.key(2),
+                                                      variables, ones, "he_normal")
   opt = opt_lib.make_optimizer(learning_rate=0.01)
-  state = train.init_state(params, model_state, masks, opt.tx, 0)
-  every, n, final = 3, 4, 0.65
-  step = jax.jit(functools.partial(
-      train.train_step, model=model, form="layer", tx=opt.tx, mean=(0.0,), std=(1.0,),
-      augment=False, gmp=(0, every, n, 0.0, final),
-      loss_cfg=dict(kind="classification", target="teacher", reduction="mean",
-                    temperature=1.0, distill_weight=0.5)))
+  state = steps.init_state(params, model_state, masks, opt.tx, 0)
+  cfg = steps.StepConfig(model=model, loss=losses.Loss(), mean=(0.0,), std=(1.0,),
+                         mesh=devices.make_mesh(), tx=opt.tx, gmp=gmp)
+  step = jax.jit(steps.train_step, static_argnames="cfg")
   batch = {"image": jnp.clip(x * 40 + 128, 0, 255).astype(jnp.uint8),
-           "label": jnp.arange(16) % 3}
-  sizes = {p: m.size for p, m in tree.flatten(masks).items()}
-  for t in range(20):
-    state, _ = step(state, batch, {})
+           "label": jnp.arange(16) % classes}
+  for _ in range(steps_taken):
+    state, _ = step(state, batch, {}, cfg)
+    yield state
+
+
+def test_gmp_follows_the_cubic_schedule_and_ends_at_the_target():
+  gmp = methods.GmpSettings(every=3, updates=4, initial_sparsity=0.0, final_sparsity=0.65)
+  sizes = {"fc1/dense/kernel": 6 * 40, "head/dense/kernel": 40 * 3}
+  for t, state in enumerate(_gmp_run((40,), 3, gmp, 20)):
     kept = {p: int(np.sum(m)) for p, m in tree.flatten(state.masks).items()}
-    k = min(t // every, n)
-    s_k = final + (0.0 - final) * (1 - k / n) ** 3  # the formula, by hand
-    for p, size in sizes.items():
-      assert kept[p] == round((1 - s_k) * size), (t, p)
+    k = min(t // 3, 4)
+    s_k = 0.65 + (0.0 - 0.65) * (1 - k / 4) ** 3  # the formula, by hand
+    assert kept == {p: round((1 - s_k) * size) for p, size in sizes.items()}, t
     for w, m in zip(jax.tree.leaves(state.params["student"]), jax.tree.leaves(state.masks)):
       assert np.all(np.asarray(w)[~np.asarray(m)] == 0)
-  assert all(kept[p] == round(0.35 * size) for p, size in sizes.items())
+  assert kept == {p: round(0.35 * size) for p, size in sizes.items()}
+
+
+def test_gmp_never_empties_a_tiny_layer():
+  # A (2, 2) head at 95% sparsity: round(0.05 · 4) = 0, but one weight stays.
+  gmp = methods.GmpSettings(every=1, updates=2, initial_sparsity=0.0, final_sparsity=0.95)
+  *_, state = _gmp_run((2,), 2, gmp, 4)
+  kept = {p: int(np.sum(m)) for p, m in tree.flatten(state.masks).items()}
+  assert kept == {"fc1/dense/kernel": 1, "head/dense/kernel": 1}  # 6·2·0.05 → 1; 4·0.05 → 1
+
+
+def test_stages_give_every_method_the_alpha_runs_budget():
+  alphas = [0.6, 0.3, 0.0]
+  blend = methods.stages("alpha_blend", alphas, 4, 2)
+  assert blend == [("prune", 0.6, 4), ("prune", 0.3, 4), ("prune", 0.0, 4), ("finetune", 0.0, 2)]
+  for method in METHODS[1:]:
+    assert methods.stages(method, alphas, 4, 2) == [("prune", 0.0, 12), ("finetune", 0.0, 2)]
+  assert methods.stages("gmp", alphas, 4, 0) == [("prune", 0.0, 12)]
 
 
 def test_one_shot_starts_from_exactly_the_masked_teacher(runs):

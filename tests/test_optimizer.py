@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from alphaprune import blending as blend, masks as masks_lib, models, train
+from alphaprune import blending as blend, devices, losses, masks as masks_lib, models, steps
 from alphaprune import optimizer as opt_lib
 
 
@@ -22,11 +22,10 @@ def _blended_setup(teacher_trainable, optimizer="sgd"):
   params, model_state, masks = blend.init_params("layer", jax.random.key(4), variables, masks)
   opt = opt_lib.make_optimizer(optimizer=optimizer, learning_rate=0.1,
                                teacher_trainable=teacher_trainable)
-  state = train.init_state(params, model_state, masks, opt.tx, seed=0)
-  step = jax.jit(functools.partial(
-      train.train_step, model=model, form="layer", tx=opt.tx, mean=(0.0,), std=(1.0,),
-      augment=False, loss_cfg=dict(kind="classification", target="teacher", reduction="mean",
-                                   temperature=1.0, distill_weight=0.5)))
+  state = steps.init_state(params, model_state, masks, opt.tx, seed=0)
+  cfg = steps.StepConfig(model=model, loss=losses.Loss(), mean=(0.0,), std=(1.0,),
+                         mesh=devices.make_mesh(), tx=opt.tx)
+  step = functools.partial(jax.jit(steps.train_step, static_argnames="cfg"), cfg=cfg)
   images = jnp.clip(x * 40 + 128, 0, 255).astype(jnp.uint8)
   return state.replace(alpha=jnp.float32(0.6)), step, {"image": images, "label": y}
 
@@ -72,11 +71,22 @@ def test_trainable_teacher_changes():
 
 
 def test_three_alphas_compile_once():
-  state, step, batch = _blended_setup(teacher_trainable=False)
-  for alpha in (0.9, 0.5, 0.0):
-    state, metrics = step(state.replace(alpha=jnp.float32(alpha)), batch, {})
-    assert np.isfinite(metrics["loss"])
-  assert step._cache_size() == 1
+  state, _, batch = _blended_setup(teacher_trainable=False)
+  model = models.MLP(hidden=(16,), num_classes=3)
+  cfg = steps.StepConfig(model=model, loss=losses.Loss(), mean=(0.0,), std=(1.0,),
+                         mesh=devices.make_mesh(), tx=opt_lib.make_optimizer(learning_rate=0.1).tx,
+                         batch_size=8)
+  arrays = {"image": jnp.concatenate([batch["image"]] * 2), "label": jnp.concatenate([batch["label"]] * 2)}
+  state, arrays = devices.put_replicated((state, arrays), cfg.mesh)  # as the driver places them
+  with steps.count_compilations("train_epoch") as compiled:
+    for alpha in (0.9, 0.5, 0.0):
+      state, metrics = steps.train_epoch(state.replace(alpha=jnp.float32(alpha)), arrays, {}, cfg)
+      assert np.isfinite(metrics["loss"])
+  assert compiled["count"] == 1
+  # The counter is not blind: a new batch size is a new program.
+  with steps.count_compilations("train_epoch") as compiled:
+    steps.train_epoch(state, arrays, {}, cfg.__class__(**{**cfg.__dict__, "batch_size": 16}))
+  assert compiled["count"] == 1
 
 
 def _lr_sequence(losses, **plateau):
@@ -119,3 +129,26 @@ def test_reset_can_clear_momentum():
   traces = lambda s: [x for x in jax.tree.leaves(s) if x.ndim > 0]
   assert any(np.any(np.asarray(t) != 0) for t in traces(kept))
   assert all(np.all(np.asarray(t) == 0) for t in traces(cleared))
+
+
+@pytest.mark.parametrize("settings,needle", [
+    ({"patience": 0}, "patience=0"),
+    ({"learning_rate": 0.1, "min_lr": 0.5}, "min_lr=0.5"),
+    ({"learning_rate": 0.1, "min_lr": 0.1}, "min_lr=0.1"),
+    ({"min_delta": 0.0}, "min_delta=0.0"),
+    ({"min_delta": -1e-3}, "min_delta=-0.001"),
+    ({"factor": 1.0}, "factor=1.0"),
+])
+def test_make_optimizer_refuses_settings_the_plateau_rule_would_misuse(settings, needle):
+  with pytest.raises(ValueError) as e:
+    opt_lib.make_optimizer(**settings)
+  assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_without_the_check_patience_zero_would_cut_an_improving_run():
+  # Why patience=0 is refused: optax itself then cuts after every epoch, improving or not.
+  plateau = optax.contrib.reduce_on_plateau(factor=0.5, patience=0, atol=1e-4, rtol=0.0)
+  state = plateau.init({})
+  for loss in (1.0, 0.9, 0.8):
+    _, state = plateau.update({}, state, value=jnp.float32(loss))
+  assert float(state.scale) < 1.0

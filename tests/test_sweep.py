@@ -26,7 +26,7 @@ def test_parse_seeds():
 def _sweep(root, seeds, tmp_path):
   return sweep.main([f"--config={REPO}/configs/fashion_mnist.py:smoke", f"--seeds={seeds}",
                      f"--workdir={root}", "--parallel=2", f"--launcher={LAUNCHER}",
-                     f"--config.data.data_dir={tmp_path}/tfds"])
+                     f"--config.data.data_dir={tmp_path}/tfds", "--config.data.manual_dir="])
 
 
 def test_sweep_aggregates_resumes_and_repeats_exactly(tmp_path, capsys):

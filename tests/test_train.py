@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alphaprune import checkpoint, train
+from alphaprune import checkpoint, train, workdir as workdir_lib
 from alphaprune.config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +28,9 @@ SUMMARY_KEYS = {"method", "teacher_test_accuracy", "pruned_test_accuracy", "keep
 
 
 def smoke(**overrides):
+  """The smoke config on TFDS mock data (never built from the real IDX files)."""
   c = fashion_mnist.get_config("smoke")
+  c.data.manual_dir = ""
   c.update_from_flattened_dict(overrides)  # dotted keys, as on the command line
   return c
 
@@ -160,8 +162,8 @@ def test_resuming_with_a_changed_config_is_refused(finished):
   assert "\n" not in str(e.value)
   assert _snapshot(workdir) == before
   # A change the README lists as safe is accepted.
-  train.check_workdir(smoke(**{"data.data_dir": "/elsewhere", "checkpoint.every_epochs": 3}),
-                      str(workdir))
+  workdir_lib.check_config(smoke(**{"data.data_dir": "/elsewhere", "checkpoint.every_epochs": 3}),
+                           str(workdir))
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
@@ -197,7 +199,7 @@ def test_other_losses_run_end_to_end(tmp_path, overrides):
 def test_block_form_and_augmented_cifar(tmp_path):
   import reference  # noqa: E402 (configs/ is on the path)
   config = reference.get_config("smoke")
-  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.update(data_dir=str(tmp_path / "tfds"), name="cifar10", manual_dir="")
   config.blend.form = "block"
   config.loss.kind = "regression"  # teacher logits per step, since CIFAR is augmented
   summary = run_mock(config, tmp_path, examples=40)
@@ -209,7 +211,7 @@ def test_block_form_and_augmented_cifar(tmp_path):
 def test_filter_structure_exports_a_compact_model(tmp_path, model):
   import reference  # noqa: E402
   config = reference.get_config("smoke")
-  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.update(data_dir=str(tmp_path / "tfds"), manual_dir="")
   config.prune.structure = "filter"
   config.model.name = model
   config.model.width = 0.125 if model == "vgg" else 0.25
@@ -230,6 +232,7 @@ def _cli(workdir, env, *extra):
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
        f"--config={os.path.join(REPO, 'configs', 'fashion_mnist.py')}:smoke",
        f"--workdir={workdir}", f"--config.data.data_dir={workdir}_tfds",
+       "--config.data.manual_dir=",
        "--config.teacher.epochs=3", "--config.train.max_epochs_per_stage=4",
        "--config.train.finetune_epochs=2", *extra],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

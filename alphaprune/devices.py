@@ -1,0 +1,62 @@
+"""Device placement and multi-process start: the one module that knows about the mesh.
+
+One process and one device by default. Several devices or hosts share a 1-D
+`("data",)` mesh: batches are split along it, parameters, optimizer state and
+(small) datasets are replicated on every device. Every process builds the same
+values the same way, so placing them is the same call on every host.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+
+def maybe_initialize_distributed() -> None:
+  """`jax.distributed.initialize()` when ALPHAPRUNE_DISTRIBUTED=1 (TPU pods, SLURM, …).
+
+  On TPU VMs and under SLURM JAX finds the coordinator itself. Elsewhere set
+  ALPHAPRUNE_COORDINATOR (host:port), ALPHAPRUNE_NUM_PROCESSES and
+  ALPHAPRUNE_PROCESS_ID. On CPU the collectives go through gloo.
+  """
+  if os.environ.get("ALPHAPRUNE_DISTRIBUTED", "0") != "1":
+    return
+  kwargs = {}
+  if "ALPHAPRUNE_COORDINATOR" in os.environ:
+    kwargs = dict(coordinator_address=os.environ["ALPHAPRUNE_COORDINATOR"],
+                  num_processes=int(os.environ["ALPHAPRUNE_NUM_PROCESSES"]),
+                  process_id=int(os.environ["ALPHAPRUNE_PROCESS_ID"]))
+  if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)
+
+
+def is_primary() -> bool:
+  """Process 0 alone writes logs, the summary and the report."""
+  return jax.process_index() == 0
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """A 1-D ("data",) mesh over every device of every process."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh) -> NamedSharding:
+  """The leading (batch) axis split over the "data" axis."""
+  return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def put_replicated(tree: Any, mesh) -> Any:
+  """Every array of `tree` whole on every device of `mesh`, as global arrays."""
+  sharding = replicated(mesh)
+  return jax.tree.map(
+      lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)

@@ -1,0 +1,224 @@
+"""The train state and the pure, jitted functions that advance and measure it.
+
+`state, metrics = train_step(state, batch, aux, cfg)` is one optimizer step on
+one batch. `train_epoch` scans it over an epoch whose batches are gathered on
+device from a permutation of (seed, stream, epoch); another epoch runner (a
+streamed one) can feed the same step batch by batch. Everything a step needs
+besides arrays is one frozen, hashable `StepConfig`, passed as a static
+argument: α, stage and the learning-rate scale are values inside the state,
+so one compilation serves every stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from alphaprune import blending, data, devices, losses, methods, rngs
+from alphaprune import optimizer as opt_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # optimizer steps taken in this phase
+  epoch: jax.Array  # epochs done in this phase
+  stage: jax.Array  # index into the phase's stages
+  stage_epoch: jax.Array  # epochs done in the current stage
+  cuts: jax.Array  # plateau learning-rate cuts in the current stage
+  alpha: jax.Array
+  params: Any  # {"teacher", "student", "shared"}
+  model_state: Any  # batch statistics
+  masks: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Everything static a step, an epoch or an evaluation needs (hashable: a jit key)."""
+
+  model: nn.Module  # the model the state's parameters are applied to
+  loss: losses.Loss
+  mean: tuple[float, ...]  # per-channel normalisation of [0, 1] pixels
+  std: tuple[float, ...]
+  mesh: jax.sharding.Mesh
+  form: str = "layer"  # blend form of `model`'s parameters
+  tx: optax.GradientTransformationExtraArgs | None = None  # None: evaluation only
+  augment: bool = False  # CIFAR pad-crop and flip, per step
+  batch_size: int = 128
+  eval_batch_size: int = 1000
+  seed: int = 0
+  stream: int = 0  # data-order stream (rngs.DATA_STREAMS)
+  teacher_model: nn.Module | None = None  # the frozen teacher, for per-step targets
+  gmp: methods.GmpSettings | None = None  # masks follow the weights (method=gmp)
+
+
+def init_state(params, model_state, masks, tx, seed) -> TrainState:
+  """A fresh state that owns its buffers (steps donate it, so nothing may alias the
+  caller's arrays); every leaf a jax array, so the first step compiles what later ones reuse."""
+  params, model_state, masks = jax.tree.map(jnp.array, (params, model_state, masks))
+  zero = lambda: jnp.zeros((), jnp.int32)  # one buffer each: the state is donated
+  return TrainState(step=zero(), epoch=zero(), stage=zero(), stage_epoch=zero(), cuts=zero(),
+                    alpha=jnp.asarray(1.0, jnp.float32), params=params,
+                    model_state=model_state, masks=masks, opt_state=tx.init(params),
+                    rng=rngs.key(seed, rngs.STEP))
+
+
+def apply_model(model, variables, x, train: bool, alpha):
+  """(logits, updated batch statistics); built-in models take α (block form), others not."""
+  collections = [k for k in variables if k != "params"]
+  if train and collections:
+    return model.apply(variables, x, train=True, alpha=alpha, mutable=collections)
+  return model.apply(variables, x, train=train, alpha=alpha), {}
+
+
+def variables_of(state: TrainState, form: str) -> dict:
+  """The variables the blended model is applied to, at the state's α."""
+  return {"params": blending.model_params(form, state.alpha, state.params, state.masks),
+          **state.model_state}
+
+
+# ------------------------------------------------------------------ training
+
+def train_step(state: TrainState, batch: dict, aux: dict,
+               cfg: StepConfig) -> tuple[TrainState, dict]:
+  """One optimizer step on one batch: pure in (state, batch, aux).
+
+  `aux` holds run-wide arrays: `teacher_variables` (targets computed per step,
+  for augmented data) and `target_var` (the per_logit reduction).
+  """
+  key = jax.random.fold_in(state.rng, state.step)
+  images = data.augment(key, batch["image"]) if cfg.augment else batch["image"]
+  x = data.normalise(images, cfg.mean, cfg.std)
+  teacher_logits = batch.get("teacher_logits")
+  if teacher_logits is None and aux.get("teacher_variables") is not None:
+    teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None)
+
+  def loss_of(params):
+    variables = {"params": blending.model_params(cfg.form, state.alpha, params, state.masks),
+                 **state.model_state}
+    logits, new_model_state = apply_model(cfg.model, variables, x, True, state.alpha)
+    per_example, per_logit = cfg.loss.per_example(logits, batch["label"], teacher_logits,
+                                                  aux.get("target_var"))
+    return jnp.mean(per_example), (logits, new_model_state, per_logit)
+
+  (loss, (logits, new_model_state, per_logit)), grads = jax.value_and_grad(
+      loss_of, has_aux=True)(state.params)
+  updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params, masks=state.masks)
+  metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+  if per_logit is not None:
+    metrics["per_logit"] = jnp.mean(per_logit, 0)
+  params, masks = optax.apply_updates(state.params, updates), state.masks
+  if cfg.gmp is not None:  # gradual magnitude pruning: the masks follow the trained weights
+    masks = methods.gmp_masks(params["student"], masks, state.step, cfg.gmp)
+    params = {**params, "student": jax.tree.map(lambda w, m: w * m, params["student"], masks)}
+  return state.replace(step=state.step + 1, params=params, masks=masks, opt_state=opt_state,
+                       model_state={**state.model_state, **new_model_state}), metrics
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("state",))
+def train_epoch(state: TrainState, arrays: dict, aux: dict,
+                cfg: StepConfig) -> tuple[TrainState, dict]:
+  """One whole epoch over `arrays` (on device): (state, epoch-mean metrics).
+
+  The remainder of n / batch_size is dropped; the next epoch's order differs.
+  Parameters and optimizer state stay replicated; only batches are split on "data".
+  """
+  n = arrays["label"].shape[0]
+  order = data.epoch_order(cfg.seed, state.epoch, n, cfg.stream)
+  batch_sharding = devices.batch_sharded(cfg.mesh)
+
+  def body(state, i):
+    idx = jax.lax.dynamic_slice_in_dim(order, i * cfg.batch_size, cfg.batch_size)
+    batch = {k: jax.lax.with_sharding_constraint(v[idx], batch_sharding)
+             for k, v in arrays.items()}
+    return train_step(state, batch, aux, cfg)
+
+  state, metrics = jax.lax.scan(body, state, jnp.arange(n // cfg.batch_size))
+  metrics = jax.tree.map(lambda m: jnp.mean(m, 0), metrics)
+  state = state.replace(epoch=state.epoch + 1, stage_epoch=state.stage_epoch + 1)
+  return jax.lax.with_sharding_constraint((state, metrics), devices.replicated(cfg.mesh))
+
+
+# ------------------------------------------------------------------ stages and the plateau
+
+@functools.partial(jax.jit, static_argnames=("opt", "clear_momentum"),
+                   donate_argnames=("state",))
+def start_stage(state: TrainState, alpha, opt: opt_lib.Optimizer,
+                clear_momentum: bool = False) -> TrainState:
+  """A new stage: its α, the initial learning rate again, no cuts counted yet."""
+  return state.replace(alpha=alpha, cuts=jnp.zeros_like(state.cuts),
+                       opt_state=opt_lib.reset_stage(opt, state.opt_state, state.params,
+                                                     clear_momentum))
+
+
+@functools.partial(jax.jit, static_argnames=("opt",), donate_argnames=("state",))
+def observe(state: TrainState, val_loss, opt: opt_lib.Optimizer) -> TrainState:
+  """One epoch's plateau update from the validation loss; counts a learning-rate cut."""
+  before = opt_lib.lr_scale(state.opt_state)
+  opt_state = opt_lib.observe_validation_loss(opt, state.opt_state, val_loss)
+  cut = opt_lib.lr_scale(opt_state) < before
+  return state.replace(opt_state=opt_state, cuts=state.cuts + cut.astype(state.cuts.dtype))
+
+
+# ------------------------------------------------------------------ evaluation
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def evaluate(variables, alpha, arrays: dict, aux: dict, cfg: StepConfig) -> dict:
+  """{loss, accuracy, count} over every example of `arrays` once (padded, with a 0/1 mask)."""
+  bs = cfg.eval_batch_size
+
+  def body(totals, i):
+    batch = {k: jax.lax.dynamic_slice_in_dim(v, i * bs, bs) for k, v in arrays.items()}
+    x = data.normalise(batch["image"], cfg.mean, cfg.std)
+    logits, _ = apply_model(cfg.model, variables, x, False, alpha)
+    per_example, _ = cfg.loss.per_example(logits, batch["label"], batch.get("teacher_logits"),
+                                          aux.get("target_var"))
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    m = batch["mask"]
+    return totals + jnp.stack([jnp.sum(per_example * m), jnp.sum(correct * m), jnp.sum(m)]), None
+
+  totals, _ = jax.lax.scan(body, jnp.zeros(3), jnp.arange(arrays["label"].shape[0] // bs))
+  return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2], "count": totals[2]}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def logits_of(variables, arrays: dict, cfg: StepConfig) -> jax.Array:
+  """Logits of every (padded) example, eval mode."""
+  images = arrays["image"]
+  batches = images.reshape((-1, cfg.eval_batch_size) + images.shape[1:])
+  out = jax.lax.map(lambda b: apply_model(cfg.model, variables, data.normalise(
+      b, cfg.mean, cfg.std), False, None)[0], batches)
+  return out.reshape((-1, out.shape[-1]))
+
+
+# ------------------------------------------------------------------ compilations
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def count_compilations(fn_name: str):
+  """Counts XLA compilations of the jitted function `fn_name` inside the block (through
+  jax.monitoring's public compile events): `with count_compilations("train_epoch") as n:`,
+  then `n["count"]`."""
+  counter = {"count": 0}
+
+  def listen(event, duration, **kwargs):
+    del duration
+    if event == _COMPILE_EVENT and kwargs.get("fun_name") == f"jit({fn_name})":
+      counter["count"] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield counter
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
