@@ -7,7 +7,7 @@ validation-loss plateaus, up to 350 epochs per stage, no early stopping.
   python -m alphaprune.main --config=configs/reference.py:regression --workdir=runs/reference_mse
 
 Variants: `regression` (MSE on the teacher's logits, mean-reduced); `smoke`
-(seconds: the same recipe on a narrow VGG and 2,000 examples per split of the
+(seconds: the same recipe on a narrow VGG and 512 examples per split of the
 offline Fashion-MNIST, since CIFAR-10 cannot be downloaded everywhere; tests
 run it on TFDS mock data). The full config needs a GPU: hundreds of epochs of VGG.
 
@@ -45,7 +45,7 @@ def get_config(variant: str = ""):
     c.loss.reduction = "mean"
   elif variant == "smoke":
     c.data.name = "fashion_mnist"
-    c.data.max_examples = 2000
+    c.data.max_examples = 512
     c.data.batch_size = 16
     c.data.eval_batch_size = 20
     c.data.val_fraction = 0.2

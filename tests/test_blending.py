@@ -123,6 +123,34 @@ def test_block_form_mixes_whole_units_and_exports_the_student():
   exported = blend.export_variables("block", params, model_state, bmasks)
   np.testing.assert_allclose(block.apply(full(0.0), x, alpha=0.0), model.apply(exported, x),
                              atol=1e-5)
-  # In between, the mix is not the layer form (normalisation and ReLU sit inside each branch).
-  mid = block.apply(full(0.5), x, alpha=0.5)
-  assert mid.shape == (2, 4)
+
+
+def _block_by_hand(alpha, flat, x):
+  """Block form of MLP(hidden=(6,)) written out: each unit's branches are whole
+  (linear → ReLU), mixed after the activation; the head's branches are linear."""
+  def branch(unit, who, h, act):
+    y = h @ flat[f"{unit}/{who}/dense/kernel"] + flat[f"{unit}/{who}/dense/bias"]
+    return jax.nn.relu(y) if act else y
+
+  def unit(name, h, act=True):
+    return alpha * branch(name, "teacher", h, act) + (1 - alpha) * branch(name, "student", h, act)
+  return unit("head", unit("fc1", x), act=False)
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.7])
+def test_block_form_mid_alpha_mixes_each_units_activated_branches(alpha):
+  model = models.MLP(hidden=(6,), num_classes=3)
+  block = models.MLP(hidden=(6,), num_classes=3, blend_form="block")
+  x = jax.random.normal(jax.random.key(0), (5, 4))
+  variables = model.init(jax.random.key(1), x)
+  masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.5)
+  params, model_state, bmasks = blend.init_params("block", jax.random.key(2), variables, masks)
+  # Train-like biases, so that each branch's ReLU cuts somewhere different.
+  params = jax.tree.map(lambda v: v + 0.3 * jax.random.normal(jax.random.key(3), v.shape), params)
+  merged = blend.model_params("block", alpha, params, bmasks)
+  got = block.apply({"params": merged}, x, alpha=alpha)
+  want = _block_by_hand(alpha, tree.flatten(merged), x)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  # The student branch sees its masked kernel: pruned entries of `merged` are zero.
+  flat, fm = tree.flatten(merged), tree.flatten(bmasks)
+  assert all(np.all(np.asarray(flat[p])[~np.asarray(m)] == 0) for p, m in fm.items())

@@ -49,13 +49,32 @@ def test_eval_padding_counts_every_example_once():
   np.testing.assert_array_equal(padded["label"][:103], arrays["label"])
 
 
-def test_augmentation_keeps_shapes_and_is_deterministic_per_key():
-  images = jax.random.randint(jax.random.key(0), (8, 32, 32, 3), 0, 255).astype(np.uint8)
-  a = data.augment(jax.random.key(1), images)
-  assert a.shape == images.shape and a.dtype == images.dtype
-  np.testing.assert_array_equal(a, data.augment(jax.random.key(1), images))
-  assert not np.array_equal(a, data.augment(jax.random.key(2), images))
-  assert not np.array_equal(a, images)
+def test_augmentation_is_a_padded_crop_and_a_flip_built_by_hand():
+  images = np.asarray(jax.random.randint(jax.random.key(0), (64, 32, 32, 3), 1, 255), np.uint8)
+  key = jax.random.key(1)
+  got = np.asarray(data.augment(key, images))
+  # The same draws, then the transform by hand: 4 zero pixels around, a 32×32 window at
+  # (dy, dx) ∈ [0, 8]², mirrored left-right where the coin says so.
+  k_crop, k_flip = jax.random.split(key)
+  offsets = np.asarray(jax.random.randint(k_crop, (64, 2), 0, 9))
+  flips = np.asarray(jax.random.bernoulli(k_flip, 0.5, (64,)))
+  padded = np.zeros((64, 40, 40, 3), np.uint8)
+  padded[:, 4:36, 4:36] = images
+  for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
+    want = padded[i, dy:dy + 32, dx:dx + 32]
+    np.testing.assert_array_equal(got[i], want[:, ::-1] if flip else want)
+  # Both kinds of draw happen: shifted crops (zero borders) and mirrored images.
+  assert {0, 8} <= set(offsets.ravel()) and 0 < flips.sum() < 64
+  assert not np.array_equal(got, np.asarray(data.augment(jax.random.key(2), images)))
+
+
+def test_max_examples_keeps_the_first_of_every_split(tmp_path):
+  with tfds.testing.mock_data(num_examples=50):
+    full = data.load("mnist", data_dir=str(tmp_path), val_fraction=0.2, seed=3)
+    cut = data.load("mnist", data_dir=str(tmp_path), val_fraction=0.2, seed=3, max_examples=7)
+  for a, b in ((full.train, cut.train), (full.val, cut.val), (full.test, cut.test)):
+    assert len(b["label"]) == 7
+    np.testing.assert_array_equal(b["image"], a["image"][:7])
 
 
 def _write_idx(path, array):
@@ -94,10 +113,8 @@ def test_bad_idx_files_are_rejected(tmp_path):
     data.read_idx_folder(str(folder))
 
 
-@pytest.mark.skipif(not data.has_idx_files(data.DEBIAN_FASHION_MNIST),
-                    reason="Debian's dataset-fashion-mnist is not installed")
-def test_real_fashion_mnist_build_from_debian_files(tmp_path):
-  ds = data.load("fashion_mnist", data_dir=str(tmp_path), manual_dir=data.DEBIAN_FASHION_MNIST,
+def test_real_fashion_mnist_build_from_debian_files(real_fashion_mnist):
+  ds = data.load("fashion_mnist", data_dir=real_fashion_mnist, manual_dir=None,
                  val_fraction=0.1, seed=0, download=False)
   assert len(ds.train["label"]) + len(ds.val["label"]) == 60000
   assert len(ds.val["label"]) == 6000 and len(ds.test["label"]) == 10000

@@ -16,13 +16,6 @@ spec.loader.exec_module(sweep)
 LAUNCHER = f"{sys.executable} {os.path.join(REPO, 'tests', 'mock_main.py')}"
 
 
-def test_parse_seeds():
-  assert sweep.parse_seeds("0-4") == [0, 1, 2, 3, 4]
-  assert sweep.parse_seeds("0-1,5") == [0, 1, 5]
-  with pytest.raises(ValueError):
-    sweep.parse_seeds("1,1")
-
-
 def _sweep(root, seeds, tmp_path):
   return sweep.main([f"--config={REPO}/configs/fashion_mnist.py:smoke", f"--seeds={seeds}",
                      f"--workdir={root}", "--parallel=2", f"--launcher={LAUNCHER}",

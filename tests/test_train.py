@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alphaprune import checkpoint, train, workdir as workdir_lib
+from alphaprune import checkpoint, export, masks as masks_lib, train, tree
+from alphaprune import workdir as workdir_lib
 from alphaprune.config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +82,15 @@ def test_end_to_end_summary_metrics_and_export(finished):
   nonzero = sum(int(np.count_nonzero(k)) for k in kernels)
   assert nonzero <= summary["kept_prunable_params"]
   assert meta["kept_prunable_params"] == summary["kept_prunable_params"]
-  assert "no" in meta["speedup"] or "none" in meta["speedup"]
+  # Unstructured masks export densely: the teacher's shapes, zeros exactly where pruned.
+  assert meta["compact"] is False and meta["speedup"] == export.DENSE
+  teacher, _ = checkpoint.load_model(str(workdir / "teacher"))
+  masks = masks_lib.compute_masks(teacher["params"], keep_ratio=0.35)  # the run's, recomputed
+  flat_export, flat_teacher = tree.flatten(variables["params"]), tree.flatten(teacher["params"])
+  assert {p: v.shape for p, v in flat_export.items()} == {p: v.shape for p, v in flat_teacher.items()}
+  for path, mask in tree.flatten(masks).items():
+    np.testing.assert_array_equal(np.asarray(flat_export[path]) != 0, np.asarray(mask))
+    assert meta["sparsity_per_layer"][path] == pytest.approx(1 - np.mean(mask))
   assert set(meta["sparsity_per_layer"]) == {"fc1/dense/kernel", "fc2/dense/kernel",
                                              "head/dense/kernel"}
   assert summary["train_epoch_compilations"] == 1
@@ -166,6 +176,63 @@ def test_resuming_with_a_changed_config_is_refused(finished):
                            str(workdir))
 
 
+def _strip(metrics):
+  return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
+
+
+def test_pretraining_history_survives_a_crash_before_the_first_prune_checkpoint(
+    finished, tmp_path, monkeypatch):
+  _, reference_config, _ = finished
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "checkpoint.keep": 2})
+  work = tmp_path / "run"
+
+  def killed(*args, **kwargs):
+    raise RuntimeError("killed")
+
+  # Crash 1: the teacher is saved, the prune phase has no checkpoint yet.
+  with monkeypatch.context() as m:
+    m.setattr(train, "choose_masks", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+      run_mock(config, work)
+  assert (work / "teacher" / "model.json").exists()
+  assert not (work / "checkpoints" / "prune").exists()
+  # Crash 2: two prune epochs later, so the next resume rewrites metrics.jsonl from a
+  # prune checkpoint.
+  real, prune_epochs = train.train_one_epoch, []
+
+  def dies_at_the_third_prune_epoch(state, stage, k, phase):
+    if phase.name == "prune" and len(prune_epochs) == 2:
+      raise RuntimeError("killed")
+    prune_epochs.append(phase.name)
+    return real(state, stage, k, phase)
+
+  with monkeypatch.context() as m:
+    m.setattr(train, "train_one_epoch", dies_at_the_third_prune_epoch)
+    with pytest.raises(RuntimeError, match="killed"):
+      run_mock(config, work)
+  run_mock(config, work)
+  metrics = read_metrics(work)
+  assert [m["epoch"] for m in metrics if m["phase"] == "pretrain"] == [1, 2]  # each once
+  assert _strip(metrics) == _strip(read_metrics(finished[0]))  # as if never interrupted
+
+
+def test_a_workdir_in_use_is_refused_at_once_and_left_untouched(finished, tmp_path):
+  workdir, config, summary = finished
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  os.remove(copy / "summary.json")  # an unfinished run: a second one would resume it
+  before = _snapshot(copy)
+  with workdir_lib.lock(str(copy)):  # what a running `run()` holds
+    with pytest.raises(ConfigError) as e:
+      run_mock(config, copy)
+    assert str(e.value) == (f"workdir {copy} is in use by process {os.getpid()} on "
+                            f"{socket.gethostname()}; wait for that run to finish (or stop "
+                            "it), or use another --workdir")
+    assert _snapshot(copy) == {**before, ".lock": _snapshot(copy)[".lock"]}
+  # Released (as when its process ends, however it ends): the same run resumes and finishes.
+  assert run_mock(config, copy)["pruned_test_accuracy"] == summary["pruned_test_accuracy"]
+
+
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
   config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "train.optimizer": "sgd",
                     "train.learning_rate": 1e30})
@@ -239,6 +306,7 @@ def _cli(workdir, env, *extra):
 
 
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
+  """Also: the lock file the killed run leaves behind does not block its resume."""
   env = {**os.environ, "MOCK_EXAMPLES": "2000", "TF_CPP_MIN_LOG_LEVEL": "3"}
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   ref = _cli(whole, env)
@@ -246,12 +314,13 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
   metrics = killed / "metrics.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and victim.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 6:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
       break
     time.sleep(0.02)
   victim.send_signal(signal.SIGKILL)
   victim.wait()
   assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+  assert (killed / ".lock").exists()  # left behind by the killed run
   out, _ = _cli(killed, env).communicate(timeout=300)
   assert "resumed prune at stage" in out, out[-2000:]
   ref_out, _ = ref.communicate(timeout=300)

@@ -1,0 +1,19 @@
+"""A stand-in for `python -m alphaprune.main` in job-runner tests: records its arguments,
+writes a summary.json derived from them, and fails where FAKE_FAIL says (`seed:method`)."""
+
+import json
+import os
+import sys
+
+args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
+workdir = args["workdir"]
+seed, method = int(args["config.seed"]), args.get("config.method", "alpha_blend")
+print("args:", json.dumps(sys.argv[1:]))
+if f"{seed}:{method}" in os.environ.get("FAKE_FAIL", "").split(","):
+  sys.exit(1)
+os.makedirs(workdir, exist_ok=True)
+accuracy = 0.5 + 0.01 * seed + 0.1 * ("alpha_blend", "scratch", "one_shot").index(method)
+with open(os.path.join(workdir, "summary.json"), "w") as f:
+  json.dump({"method": method, "seed": seed, "pruned_test_accuracy": accuracy,
+             "teacher_test_accuracy": 0.9, "kept_prunable_params": 35, "params_total_after": 40,
+             "params_total_before": 105, "epochs_total": 12, "wall_seconds": 1.0}, f)
