@@ -72,7 +72,12 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   _choice(c.method, METHODS, "method")
   if not isinstance(c.seed, int) or c.seed < 0:
     raise ConfigError(f"seed={c.seed!r} must be a non-negative integer")
-  # data
+  for check in (_check_data, _check_model, _check_pruning, _check_schedule, _check_training,
+                _check_loss):
+    check(c, device_count)
+
+
+def _check_data(c, device_count):
   if not c.data.name or not isinstance(c.data.name, str):
     raise ConfigError("data.name is empty; set --config.data.name (e.g. fashion_mnist, cifar10)")
   if not 0 < c.data.val_fraction < 1:
@@ -86,7 +91,10 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
     if c.data[key] % device_count:
       raise ConfigError(f"data.{key}={c.data[key]} is not divisible by the {device_count} "
                         "devices; use a multiple of the device count")
-  # model
+
+
+def _check_model(c, device_count):
+  del device_count
   _choice(c.model.name, models.MODELS, "model.name")
   if c.model.name == "vgg":
     _choice(c.model.depth, models.VGG_LAYOUTS, "model.depth")
@@ -96,12 +104,14 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   _positive(c.model.width, "model.width")
   if c.model.name == "mlp" and (not c.model.hidden or min(c.model.hidden) < 1):
     raise ConfigError(f"model.hidden={c.model.hidden!r} needs positive layer widths")
-  # teacher
   if not c.teacher.checkpoint:
     _positive(c.teacher.epochs, "teacher.epochs", integer=True)
   _choice(c.teacher.optimizer, optimizer.OPTIMIZERS, "teacher.optimizer")
   _positive(c.teacher.learning_rate, "teacher.learning_rate")
-  # pruning
+
+
+def _check_pruning(c, device_count):
+  del device_count
   p = c.prune
   if not 0 < p.keep_ratio <= 1:
     raise ConfigError(f"prune.keep_ratio={p.keep_ratio} must be in (0, 1]")
@@ -118,7 +128,16 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
     raise ConfigError("prune.include is empty; give at least one regex (default: kernel$)")
   _choice(p.init, ("he_normal", "he_uniform", "copy"), "prune.init")
   _choice(c.blend.form, models.BLEND_FORMS, "blend.form")
-  # schedule
+  _positive(c.gmp.update_every, "gmp.update_every", integer=True)
+  if not 0 < c.gmp.prune_fraction <= 1 or not 0 <= c.gmp.initial_sparsity < 1 - p.keep_ratio + 1e-9:
+    raise ConfigError("gmp.prune_fraction must be in (0, 1] and gmp.initial_sparsity in "
+                      "[0, 1 − prune.keep_ratio]")
+  if c.method == "gmp" and p.structure != "unstructured":
+    raise ConfigError("method=gmp prunes unstructured weights; use prune.structure=unstructured")
+
+
+def _check_schedule(c, device_count):
+  del device_count
   s = c.schedule
   _choice(s.kind, schedules.KINDS, "schedule.kind")
   try:
@@ -126,7 +145,10 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
                             num_stages=s.num_stages, alphas=s.alphas)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  # training
+
+
+def _check_training(c, device_count):
+  del device_count
   t = c.train
   _choice(t.optimizer, optimizer.OPTIMIZERS, "train.optimizer")
   _positive(t.learning_rate, "train.learning_rate")
@@ -145,21 +167,18 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   if not 0 <= t.plateau.min_lr < t.learning_rate:
     raise ConfigError(f"train.plateau.min_lr={t.plateau.min_lr} must be in "
                       f"[0, train.learning_rate={t.learning_rate})")
-  # loss
+  _positive(c.checkpoint.every_epochs, "checkpoint.every_epochs", integer=True)
+  _positive(c.checkpoint.keep, "checkpoint.keep", integer=True)
+
+
+def _check_loss(c, device_count):
+  del device_count
   _choice(c.loss.kind, losses.KINDS, "loss.kind")
   _choice(c.loss.target, losses.TARGETS, "loss.target")
   _choice(c.loss.reduction, losses.REDUCTIONS, "loss.reduction")
   _positive(c.loss.temperature, "loss.temperature")
   if not 0 <= c.loss.distill_weight <= 1:
     raise ConfigError(f"loss.distill_weight={c.loss.distill_weight} must be in [0, 1]")
-  _positive(c.gmp.update_every, "gmp.update_every", integer=True)
-  if not 0 < c.gmp.prune_fraction <= 1 or not 0 <= c.gmp.initial_sparsity < 1 - p.keep_ratio + 1e-9:
-    raise ConfigError("gmp.prune_fraction must be in (0, 1] and gmp.initial_sparsity in "
-                      "[0, 1 − prune.keep_ratio]")
-  if c.method == "gmp" and p.structure != "unstructured":
-    raise ConfigError("method=gmp prunes unstructured weights; use prune.structure=unstructured")
-  _positive(c.checkpoint.every_epochs, "checkpoint.every_epochs", integer=True)
-  _positive(c.checkpoint.keep, "checkpoint.keep", integer=True)
 
 
 def schedule_of(c: ml_collections.ConfigDict) -> list[float]:

@@ -47,6 +47,18 @@ class Splits(NamedTuple):
   test: dict
 
 
+class Run(NamedTuple):
+  """What every step of one run reads and never changes: its settings, data and devices."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  dataset: data.Dataset
+  plain: models.nn.Module  # the dense model the config names
+  splits: Splits
+  mesh: jax.sharding.Mesh
+  log: workdir_lib.Log
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
   """One training phase: what its epochs run on, and where they are recorded."""
@@ -78,22 +90,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir_lib.write_config(config, workdir)
     _print(schedules.describe(alphas))
     mesh = devices.make_mesh()
-    splits = place(dataset, config.data.eval_batch_size, mesh)
-    log = workdir_lib.open_log(workdir)
-    teacher, history = teacher_variables(config, workdir, dataset, plain, splits, mesh, log)
-    teacher_acc = evaluate_teacher(config, dataset, plain, splits, mesh, teacher)
+    r = Run(config, workdir, dataset, plain, place(dataset, config.data.eval_batch_size, mesh),
+            mesh, workdir_lib.open_log(workdir))
+    teacher, history = teacher_variables(r)
+    teacher_acc = evaluate_teacher(r, teacher)
     masks = choose_masks(config, teacher["params"], plain)
-    phase, state, stages = prune_phase(config, workdir, dataset, plain, splits, mesh, log,
-                                       teacher, masks, alphas)
+    phase, state, stages = prune_phase(r, teacher, masks, alphas)
     state, history = resume(phase, state, history)
     with steps.count_compilations("train_epoch") as compiled:
       state, history = train_stages(state, stages, history, phase)
     phase.checkpoints.close()
-    workdir_lib.close(log)
-    pruned = export_and_evaluate(config, workdir, dataset, plain, splits, mesh, phase, state,
-                                 masks, teacher["params"])
-    summary = summarise(config, dataset, alphas, history, teacher_acc, pruned,
-                        compiled["count"], time.time() - t_start)
+    workdir_lib.close(r.log)
+    pruned = export_and_evaluate(r, phase, state, masks, teacher["params"])
+    summary = summarise(config, alphas, history, teacher_acc, pruned, compiled["count"],
+                        time.time() - t_start)
     finish(config, workdir, summary)
   return summary
 
@@ -139,37 +149,38 @@ def place(dataset: data.Dataset, eval_batch_size: int, mesh) -> Splits:
                 devices.put_replicated(pad(dataset.test), mesh))
 
 
-def step_config(config, dataset, mesh, model, **fields) -> steps.StepConfig:
-  """The run-wide static settings of a step, an epoch or an evaluation."""
+def step_config(r: Run, model, **fields) -> steps.StepConfig:
+  """The run-wide static settings of a step, an epoch or an evaluation of `model`."""
   return steps.StepConfig(model=model, loss=fields.pop("loss", losses.Loss()),
-                          mean=dataset.mean, std=dataset.std, mesh=mesh,
-                          augment=dataset.augment, batch_size=config.data.batch_size,
-                          eval_batch_size=config.data.eval_batch_size, seed=config.seed,
+                          mean=r.dataset.mean, std=r.dataset.std, mesh=r.mesh,
+                          augment=r.dataset.augment, batch_size=r.config.data.batch_size,
+                          eval_batch_size=r.config.data.eval_batch_size, seed=r.config.seed,
                           **fields)
 
 
 # ------------------------------------------------------------------ teacher
 
-def teacher_variables(config, workdir, dataset, plain, splits, mesh, log) -> tuple[dict, list]:
+def teacher_variables(r: Run) -> tuple[dict, list]:
   """(the dense teacher's variables, its pretraining epochs): given by teacher.checkpoint,
   pretrained here by an earlier attempt (workdir/teacher), or pretrained now."""
-  if config.teacher.checkpoint:
-    variables, _ = export.load(config.teacher.checkpoint, plain, dataset.image_shape)
-    return devices.put_replicated(variables, mesh), []
-  path = os.path.join(workdir, "teacher")
+  if r.config.teacher.checkpoint:
+    variables, _ = export.load(r.config.teacher.checkpoint, r.plain, r.dataset.image_shape)
+    return devices.put_replicated(variables, r.mesh), []
+  path = os.path.join(r.workdir, "teacher")
   if not os.path.exists(os.path.join(path, "model.json")):
-    variables, history = pretrain(config, workdir, dataset, plain, splits, mesh, log)
-    checkpoint.save_model(path, variables, {"model": config.model.to_dict(),
-                                            "num_classes": dataset.num_classes,
+    variables, history = pretrain(r)
+    checkpoint.save_model(path, variables, {"model": r.config.model.to_dict(),
+                                            "num_classes": r.dataset.num_classes,
                                             "history": history})
-  variables, meta = export.load(path, plain, dataset.image_shape)
-  return devices.put_replicated(variables, mesh), meta["history"]
+  variables, meta = export.load(path, r.plain, r.dataset.image_shape)
+  return devices.put_replicated(variables, r.mesh), meta["history"]
 
 
-def pretrain(config, workdir, dataset, plain, splits, mesh, log) -> tuple[dict, list]:
+def pretrain(r: Run) -> tuple[dict, list]:
   """Dense training of the teacher: every kernel trainable, nothing masked."""
-  c = config
-  variables = dict(plain.init(jax.random.PRNGKey(c.seed), jnp.zeros((1,) + dataset.image_shape)))
+  c = r.config
+  variables = dict(r.plain.init(jax.random.PRNGKey(c.seed),
+                                jnp.zeros((1,) + r.dataset.image_shape)))
   params = variables.pop("params")
   ones = jax.tree.map(lambda w: np.ones(w.shape, bool),
                       tree.subset(params, masks_lib.prunable_paths(params)))
@@ -178,9 +189,9 @@ def pretrain(config, workdir, dataset, plain, splits, mesh, log) -> tuple[dict, 
                                learning_rate=c.teacher.learning_rate, momentum=c.train.momentum,
                                **c.train.plateau)
   state = devices.put_replicated(steps.init_state(
-      {"teacher": {}, "student": kernels, "shared": rest}, variables, ones, opt.tx, c.seed), mesh)
-  cfg = step_config(c, dataset, mesh, plain, tx=opt.tx, stream=rngs.DATA_STREAMS["pretrain"])
-  phase = make_phase("pretrain", c, workdir, cfg, opt, splits, {}, log)
+      {"teacher": {}, "student": kernels, "shared": rest}, variables, ones, opt.tx, c.seed), r.mesh)
+  cfg = step_config(r, r.plain, tx=opt.tx, stream=rngs.DATA_STREAMS["pretrain"])
+  phase = make_phase(r, "pretrain", cfg, opt, r.splits, {})
   state, history = resume(phase, state, [])
   state, history = train_stages(state, [methods.Stage("pretrain", 0.0, c.teacher.epochs)],
                                 history, phase)
@@ -189,10 +200,10 @@ def pretrain(config, workdir, dataset, plain, splits, mesh, log) -> tuple[dict, 
       "layer", state.params, state.model_state, state.masks)), history
 
 
-def evaluate_teacher(config, dataset, plain, splits, mesh, teacher) -> dict:
+def evaluate_teacher(r: Run, teacher) -> dict:
   """The teacher at α = 1: the starting point, evaluated, never trained."""
-  cfg = step_config(config, dataset, mesh, plain)
-  accuracy = {split: float(steps.evaluate(teacher, None, getattr(splits, split), {},
+  cfg = step_config(r, r.plain)
+  accuracy = {split: float(steps.evaluate(teacher, None, getattr(r.splits, split), {},
                                           cfg)["accuracy"]) for split in ("val", "test")}
   _print(f"teacher: val_acc={accuracy['val']:.4f} test_acc={accuracy['test']:.4f}")
   return accuracy
@@ -222,16 +233,15 @@ def run_loss(config) -> losses.Loss:
   return losses.Loss(**{**config.loss.to_dict(), "kind": kind})
 
 
-def prune_phase(config, workdir, dataset, plain, splits, mesh, log, teacher, masks,
+def prune_phase(r: Run, teacher, masks,
                 alphas) -> tuple[Phase, steps.TrainState, list[methods.Stage]]:
   """The method's starting state, the phase it trains in, and its stages."""
-  c = config
+  c = r.config
   form = c.blend.form if c.method == "alpha_blend" else "layer"
   loss = run_loss(c)
-  targets, aux = teacher_targets(loss, dataset, splits, teacher,
-                                 step_config(c, dataset, mesh, plain))
+  targets, aux = teacher_targets(loss, r.dataset, r.splits, teacher, step_config(r, r.plain))
   key = rngs.key(c.seed, rngs.STUDENT)
-  fresh = (plain.init(jax.random.fold_in(key, 1), jnp.zeros((1,) + dataset.image_shape))
+  fresh = (r.plain.init(jax.random.fold_in(key, 1), jnp.zeros((1,) + r.dataset.image_shape))
            if c.method in ("scratch", "distill") else None)
   params, model_state, start_masks = methods.initial_params(
       c.method, form, key, jax.device_get(teacher), masks, c.prune.init, fresh_vars=fresh)
@@ -239,14 +249,14 @@ def prune_phase(config, workdir, dataset, plain, splits, mesh, log, teacher, mas
                                momentum=c.train.momentum, teacher_trainable=c.teacher.trainable,
                                **c.train.plateau)
   state = devices.put_replicated(steps.init_state(params, model_state, start_masks, opt.tx,
-                                                  c.seed), mesh)
+                                                  c.seed), r.mesh)
   stages = methods.stages(c.method, alphas, c.train.max_epochs_per_stage,
                           c.train.finetune_epochs)
-  gmp = gmp_of(c, len(dataset.train["label"]), len(alphas)) if c.method == "gmp" else None
-  cfg = step_config(c, dataset, mesh, models.make_model(c.model, dataset.num_classes, form),
-                    form=form, loss=loss, tx=opt.tx, stream=rngs.DATA_STREAMS["prune"],
-                    teacher_model=plain, gmp=gmp)
-  return make_phase("prune", c, workdir, cfg, opt, targets, aux, log), state, stages
+  gmp = gmp_of(c, len(r.dataset.train["label"]), len(alphas)) if c.method == "gmp" else None
+  cfg = step_config(r, models.make_model(c.model, r.dataset.num_classes, form), form=form,
+                    loss=loss, tx=opt.tx, stream=rngs.DATA_STREAMS["prune"],
+                    teacher_model=r.plain, gmp=gmp)
+  return make_phase(r, "prune", cfg, opt, targets, aux), state, stages
 
 
 def gmp_of(config, num_train: int, num_stages: int) -> methods.GmpSettings:
@@ -260,13 +270,14 @@ def gmp_of(config, num_train: int, num_stages: int) -> methods.GmpSettings:
   return gmp
 
 
-def make_phase(name, config, workdir, cfg, opt, splits, aux, log) -> Phase:
-  return Phase(name=name, cfg=cfg, opt=opt, splits=splits, aux=aux, log=log,
+def make_phase(r: Run, name, cfg, opt, splits, aux) -> Phase:
+  c = r.config
+  return Phase(name=name, cfg=cfg, opt=opt, splits=splits, aux=aux, log=r.log,
                checkpoints=checkpoint.RunCheckpoints(
-                   os.path.join(workdir, "checkpoints", name), config.checkpoint.keep),
-               every_epochs=config.checkpoint.every_epochs,
-               advance_after_cuts=config.train.advance_after_cuts,
-               reset_momentum=config.train.reset_momentum)
+                   os.path.join(r.workdir, "checkpoints", name), c.checkpoint.keep),
+               every_epochs=c.checkpoint.every_epochs,
+               advance_after_cuts=c.train.advance_after_cuts,
+               reset_momentum=c.train.reset_momentum)
 
 
 def teacher_targets(loss: losses.Loss, dataset, splits: Splits, teacher,
@@ -378,21 +389,21 @@ def train_one_epoch(state, stage: methods.Stage, k: int, phase: Phase):
 
 # ------------------------------------------------------------------ export, evaluation, summary
 
-def export_and_evaluate(config, workdir, dataset, plain, splits, mesh, phase, state, masks,
-                        teacher_params) -> dict:
+def export_and_evaluate(r: Run, phase, state, masks, teacher_params) -> dict:
   """The blended model at α = 0, then the pruned network alone, saved, reloaded and scored."""
+  config, dataset = r.config, r.dataset
   blended = steps.evaluate(steps.variables_of(state, phase.cfg.form), jnp.float32(0.0),
                            phase.splits.test, phase.aux, phase.cfg)
   # The masks the model ends with (gmp chose its own while training).
   layer_masks = jax.device_get(state.masks if config.method == "gmp" else masks)
-  path = os.path.join(workdir, "export")
-  saved = export.export(path, phase.cfg.form, state, layer_masks, plain,
+  path = os.path.join(r.workdir, "export")
+  saved = export.export(path, phase.cfg.form, state, layer_masks, r.plain,
                         config.model.to_dict(), dataset, jax.device_get(teacher_params),
                         config.prune.structure)
   reloaded, _ = export.load(path, saved.model, dataset.image_shape)
-  reloaded = devices.put_replicated(reloaded, mesh)
-  cfg = step_config(config, dataset, mesh, saved.model)
-  scores = {split: float(steps.evaluate(reloaded, None, getattr(splits, split), {},
+  reloaded = devices.put_replicated(reloaded, r.mesh)
+  cfg = step_config(r, saved.model)
+  scores = {split: float(steps.evaluate(reloaded, None, getattr(r.splits, split), {},
                                         cfg)["accuracy"]) for split in ("val", "test")}
   counts = {k: saved.meta[k] for k in ("prunable_params", "kept_prunable_params",
                                        "params_total_before", "params_total_after")}
@@ -400,7 +411,7 @@ def export_and_evaluate(config, workdir, dataset, plain, splits, mesh, phase, st
           "form": phase.cfg.form, "loss": phase.cfg.loss.kind, "counts": counts}
 
 
-def summarise(config, dataset, alphas, history, teacher_acc, pruned, compilations,
+def summarise(config, alphas, history, teacher_acc, pruned, compilations,
               wall_seconds) -> dict:
   counts = pruned["counts"]
   return {

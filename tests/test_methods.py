@@ -1,6 +1,5 @@
 """Baselines at equal budget: scratch, one_shot, gmp, distill beside alpha_blend."""
 
-import functools
 import os
 import sys
 
