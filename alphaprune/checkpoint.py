@@ -99,6 +99,17 @@ class RunCheckpoints:
     self._manager.close()
 
 
+def variables_dir(path: str) -> str | None:
+  """Where a saved model's variables are: `path/variables` (alphaprune's `teacher/` and
+  `export/`), or `path` itself when it is a plain orbax checkpoint (a user's own save);
+  None if neither."""
+  path = os.path.abspath(path)
+  for candidate in (os.path.join(path, "variables"), path):
+    if os.path.exists(os.path.join(candidate, "_CHECKPOINT_METADATA")):
+      return candidate
+  return None
+
+
 def save_model(path: str, variables: Any, meta: dict) -> None:
   """A standalone model: its variables (orbax) and `model.json` beside them."""
   path = os.path.abspath(path)
@@ -111,10 +122,15 @@ def save_model(path: str, variables: Any, meta: dict) -> None:
 
 
 def load_model(path: str, target: Any = None) -> tuple[Any, dict]:
-  """(variables, meta) of a model saved by `save_model`."""
+  """(variables, meta) of a model saved by `save_model`, or of a plain orbax checkpoint
+  of a model's variables (`{"params": ..., "batch_stats": ...}`, or the params alone)."""
   path = os.path.abspath(path)
+  where = variables_dir(path) or os.path.join(path, "variables")
+  bare = target is not None and "params" in target and not _holds_collections(where)
   with ocp.StandardCheckpointer() as ckptr:
-    variables = ckptr.restore(os.path.join(path, "variables"), target)
+    variables = ckptr.restore(where, target["params"] if bare else target)
+  if bare or (target is None and not _holds_collections(where)):
+    variables = {"params": variables}
   meta = {}
   if os.path.exists(os.path.join(path, "model.json")):
     with open(os.path.join(path, "model.json")) as f:
@@ -122,12 +138,24 @@ def load_model(path: str, target: Any = None) -> tuple[Any, dict]:
   return variables, meta
 
 
-def model_shapes(path: str) -> dict:
-  """{path: shape} of a saved model's variables, read from metadata only."""
-  path = os.path.abspath(path)
+def _metadata_tree(where: str) -> Any:
   with ocp.StandardCheckpointer() as ckptr:
-    meta = ckptr.metadata(os.path.join(path, "variables"))
+    meta = ckptr.metadata(where)
   tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
+  return getattr(tree, "tree", tree)
+
+
+def _holds_collections(where: str) -> bool:
+  """A variables dict ({"params": ...}) rather than a bare params tree."""
+  return "params" in _metadata_tree(where)
+
+
+def model_shapes(path: str) -> dict:
+  """{path: shape} of a saved model's variables, read from metadata only (a bare params
+  tree is reported under ['params'], as the model's variables hold it)."""
+  where = variables_dir(path)
+  tree = _metadata_tree(where)
+  if "params" not in tree:
+    tree = {"params": tree}
   return {jax.tree_util.keystr(p): tuple(m.shape)
           for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from alphaprune import losses, masks, methods, models, optimizer, schedules
+from alphaprune import losses, masks, methods, models, optimizer, schedules, usermodels
 
 METHODS = methods.METHODS
 # Keys that may differ when a run resumes in an existing workdir: where data
@@ -33,7 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = dict(name="fashion_mnist", data_dir="", manual_dir="/usr/share/datasets/fashion-mnist",
                 download=True, val_fraction=0.1, batch_size=128, eval_batch_size=1000,
                 max_examples=0)  # max_examples: per split, 0 = all (smoke runs)
-  c.model = dict(name="lenet5", hidden=(300, 100), depth=11, width=1.0)
+  # name: a built-in model, or a user's `package.module:Name` / `path/to/file.py:Name`
+  # (Linen or NNX), built with `num_classes` and `kwargs`.
+  c.model = dict(name="lenet5", hidden=(300, 100), depth=11, width=1.0, kwargs={})
   c.teacher = dict(checkpoint="", epochs=10, trainable=False, optimizer="adam",
                    learning_rate=1e-3)
   c.prune = dict(keep_ratio=0.35, criterion="magnitude", scope="layer",
@@ -95,7 +97,16 @@ def _check_data(c, device_count):
 
 def _check_model(c, device_count):
   del device_count
-  _choice(c.model.name, models.MODELS, "model.name")
+  if usermodels.is_user_model(c.model.name):
+    try:
+      usermodels.load_class(c.model.name)
+    except usermodels.UserModelError as e:
+      raise ConfigError(str(e)) from None
+    if c.blend.form != "layer":
+      raise ConfigError(f"blend.form={c.blend.form} needs a built-in model (it rebuilds each "
+                        f"unit as two branches); use blend.form=layer with {c.model.name}")
+  else:
+    _choice(c.model.name, models.MODELS, "model.name")
   if c.model.name == "vgg":
     _choice(c.model.depth, models.VGG_LAYOUTS, "model.depth")
   if c.model.name == "resnet" and (c.model.depth < 8 or (c.model.depth - 2) % 6):
@@ -124,8 +135,6 @@ def _check_pruning(c, device_count):
   if p.structure == "n:m" and not (isinstance(p.n, int) and isinstance(p.m, int)
                                     and 0 < p.n < p.m):
     raise ConfigError(f"prune.n={p.n}, prune.m={p.m}: need integers 0 < n < m (e.g. 2:4)")
-  if not p.include:
-    raise ConfigError("prune.include is empty; give at least one regex (default: kernel$)")
   _choice(p.init, ("he_normal", "he_uniform", "copy"), "prune.init")
   _choice(c.blend.form, models.BLEND_FORMS, "blend.form")
   _positive(c.gmp.update_every, "gmp.update_every", integer=True)

@@ -1,7 +1,10 @@
 """Fixed pruning masks, chosen once from the teacher's weights (DESIGN §3).
 
-Masks are nested dicts of booleans over the prunable kernels only; which
-kernels are prunable is decided by path regexes, so user models work unchanged.
+Masks are nested dicts of booleans over the prunable kernels only. Which
+parameters are prunable is decided by their paths and shapes, never by layer
+class, so user models work unchanged: by default every parameter with at least
+two dimensions (conv and dense kernels, embeddings; normalisation scales,
+biases and other vectors are 1-D), as jaxpruner does; or path regexes.
 All counting happens on the host (numpy): masks are chosen once per run.
 """
 
@@ -15,7 +18,7 @@ import numpy as np
 
 from alphaprune import tree
 
-DEFAULT_INCLUDE = (r"kernel$",)
+DEFAULT_INCLUDE = ()  # empty: every parameter with at least two dimensions
 CRITERIA = ("magnitude", "random")
 SCOPES = ("layer", "global")
 STRUCTURES = ("unstructured", "filter", "n:m")
@@ -23,11 +26,14 @@ STRUCTURES = ("unstructured", "filter", "n:m")
 
 def prunable_paths(params: Mapping[str, Any], include: Sequence[str] = DEFAULT_INCLUDE,
                    exclude: Sequence[str] = ()) -> list[str]:
-  """Paths (in the tree's order) matching any `include` and no `exclude` regex."""
+  """Paths (in the tree's order) matching any `include` regex (no regex: every parameter
+  with at least two dimensions) and no `exclude` regex."""
   inc = [re.compile(p) for p in include]
   exc = [re.compile(p) for p in exclude]
-  return [p for p in tree.flatten(params)
-          if any(r.search(p) for r in inc) and not any(r.search(p) for r in exc)]
+  chosen = (lambda p, v: any(r.search(p) for r in inc)) if inc else (
+      lambda p, v: len(getattr(v, "shape", ())) >= 2)
+  return [p for p, v in tree.flatten(params).items()
+          if chosen(p, v) and not any(r.search(p) for r in exc)]
 
 
 def keep_count(keep_ratio: float, size: int) -> int:
@@ -169,8 +175,8 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   """
   paths = prunable_paths(params, include, exclude)
   if not paths:
-    raise ValueError(f"no parameter matches prune.include={list(include)} "
-                     f"and prune.exclude={list(exclude)}")
+    raise ValueError(f"no parameter matches prune.include={list(include)} (empty: every "
+                     f"parameter of two or more dimensions) and prune.exclude={list(exclude)}")
   flat = tree.flatten(params)
   if groups is None and chain is not None:
     groups = chain_groups(chain)

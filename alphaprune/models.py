@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from alphaprune import usermodels
+
 BLEND_FORMS = ("layer", "block")
 
 
@@ -258,9 +260,14 @@ MODELS = {"mlp": MLP, "lenet5": LeNet5, "vgg": VGG, "resnet": ResNet}
 
 
 def make_model(model_config: Any, num_classes: int, blend_form: str = "layer") -> nn.Module:
-  """Builds a built-in model from `config.model` (a ConfigDict or mapping)."""
+  """Builds the model `config.model` (a ConfigDict or mapping) names: a built-in one, or a
+  user's Linen or NNX module by import path (see `usermodels`)."""
   cfg = dict(model_config)
   name = cfg.pop("name")
+  if usermodels.is_user_model(name):
+    if blend_form != "layer":
+      raise ValueError(f"blend form {blend_form!r} needs a built-in model; {name} is a user's")
+    return usermodels.make(name, num_classes, dict(cfg.get("kwargs") or {}))
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
   fields = {f.name for f in dataclasses.fields(MODELS[name])}

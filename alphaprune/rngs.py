@@ -12,6 +12,7 @@ import jax
 STEP = 0x5EED  # per-step randomness (augmentation, dropout), folded with the step
 MASKS = 0x3A5C  # the random mask criterion
 STUDENT = 0x57D  # the student's initialisation (and a fresh network's, for scratch/distill)
+DROPOUT = 0xD50  # dropout, folded into the step's key
 DATA_STREAMS = {"pretrain": 1, "prune": 2}  # data order of each phase, folded with the epoch
 
 

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alphaprune import blending, data, devices, losses, methods, rngs
+from alphaprune import blending, data, devices, losses, methods
+from alphaprune import rngs as rngs_lib
 from alphaprune import optimizer as opt_lib
 
 
@@ -69,15 +70,17 @@ def init_state(params, model_state, masks, tx, seed) -> TrainState:
   return TrainState(step=zero(), epoch=zero(), stage=zero(), stage_epoch=zero(), cuts=zero(),
                     alpha=jnp.asarray(1.0, jnp.float32), params=params,
                     model_state=model_state, masks=masks, opt_state=tx.init(params),
-                    rng=rngs.key(seed, rngs.STEP))
+                    rng=rngs_lib.key(seed, rngs_lib.STEP))
 
 
-def apply_model(model, variables, x, train: bool, alpha):
-  """(logits, updated batch statistics); built-in models take α (block form), others not."""
+def apply_model(model, variables, x, train: bool, alpha, key=None):
+  """(logits, updated batch statistics). Built-in models use α (block form); dropout, in
+  training, draws from `key`."""
+  rngs = {"dropout": jax.random.fold_in(key, rngs_lib.DROPOUT)} if key is not None else None
   collections = [k for k in variables if k != "params"]
   if train and collections:
-    return model.apply(variables, x, train=True, alpha=alpha, mutable=collections)
-  return model.apply(variables, x, train=train, alpha=alpha), {}
+    return model.apply(variables, x, train=True, alpha=alpha, mutable=collections, rngs=rngs)
+  return model.apply(variables, x, train=train, alpha=alpha, rngs=rngs), {}
 
 
 def variables_of(state: TrainState, form: str) -> dict:
@@ -105,7 +108,7 @@ def train_step(state: TrainState, batch: dict, aux: dict,
   def loss_of(params):
     variables = {"params": blending.model_params(cfg.form, state.alpha, params, state.masks),
                  **state.model_state}
-    logits, new_model_state = apply_model(cfg.model, variables, x, True, state.alpha)
+    logits, new_model_state = apply_model(cfg.model, variables, x, True, state.alpha, key)
     per_example, per_logit = cfg.loss.per_example(logits, batch["label"], teacher_logits,
                                                   aux.get("target_var"))
     return jnp.mean(per_example), (logits, new_model_state, per_logit)

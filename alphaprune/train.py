@@ -128,9 +128,11 @@ def check_teacher(config, model, image_shape) -> None:
   path = config.teacher.checkpoint
   if not path:
     return
-  if not os.path.exists(os.path.join(path, "variables")):
-    raise ConfigError(f"teacher.checkpoint={path} is not a saved model (no {path}/variables); "
-                      "point it at the teacher/ or export/ folder of an earlier run")
+  if checkpoint.variables_dir(path) is None:
+    raise ConfigError(f"teacher.checkpoint={path} is not a saved model (neither an orbax "
+                      f"checkpoint nor a folder with one in variables/); point it at the "
+                      "teacher/ or export/ folder of an earlier run, or at an orbax save of "
+                      "your model's variables")
   expected = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1,) + image_shape))
   want = {jax.tree_util.keystr(p): tuple(s.shape)
           for p, s in jax.tree_util.tree_flatten_with_path(expected)[0]}
@@ -220,6 +222,9 @@ def choose_masks(config, teacher_params, plain) -> dict:
       groups=plain.channel_groups() if p.structure == "filter" else None,
       key=rngs.key(config.seed, rngs.MASKS))
   counts = masks_lib.param_counts(teacher_params, masks)
+  for path, mask in tree.flatten(masks).items():
+    _print(f"  prunable {path} {'×'.join(map(str, np.shape(mask)))}: "
+           f"{int(np.sum(mask))}/{np.size(mask)} kept")
   _print(f"masks: {counts['kept_prunable_params']}/{counts['prunable_params']} prunable weights "
          f"kept ({counts['kept_prunable_params'] / counts['prunable_params']:.4f}); "
          f"{counts['params_total_after']}/{counts['params_total_before']} parameters in all")

@@ -6,9 +6,7 @@ import sys
 
 import pytest
 import tensorflow_datasets as tfds
-from absl import flags
-
-from alphaprune import main
+from cli import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = f"--config={os.path.join(REPO, 'configs', 'fashion_mnist.py')}:smoke"
@@ -43,6 +41,9 @@ BAD = [
     (["--config.teacher.checkpoint=/no/such/teacher"], "teacher.checkpoint"),
     (["--config.prune.nope=1"], "nope"),
     (["--config.prune.keep_ratio=abc"], "keep_ratio"),
+    ([f"--config.model.name={REPO}/tests/user_models.py:LinenNet", "--config.blend.form=block"],
+     "blend.form=block needs a built-in model"),
+    (["--config.model.name=nowhere/net.py:Net"], "cannot be loaded"),
     (["--config.data.download=False", "--config.data.name=fashion_mnist",
       "--config.data.manual_dir=/no/such/folder"], "dataset-fashion-mnist"),
 ]
@@ -57,19 +58,6 @@ def _snapshot(folder):
   return out
 
 
-def _run_cli(argv):
-  """The CLI entry in this process; returns the exit code."""
-  flags.FLAGS.unparse_flags()
-  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
-    delattr(flags.FLAGS, name)  # override flags are defined per parse
-  sys.argv = list(argv)  # ml_collections finds --config.KEY overrides in sys.argv
-  try:
-    main.main(main.parse_flags(argv))
-  except SystemExit as e:
-    return e.code
-  return 0
-
-
 @pytest.mark.parametrize("extra,needle", BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
 def test_bad_config_one_line_exit_2_workdir_untouched(tmp_path, capsys, extra, needle):
   workdir = tmp_path / "work"
@@ -79,7 +67,7 @@ def test_bad_config_one_line_exit_2_workdir_untouched(tmp_path, capsys, extra, n
   argv = ["alphaprune", SMOKE, f"--workdir={workdir}", f"--config.data.data_dir={tmp_path}/tfds",
           "--config.data.manual_dir=", *extra]
   with tfds.testing.mock_data(num_examples=20):
-    code = _run_cli(argv)
+    code = run_cli(argv)
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2, err
   assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
@@ -95,7 +83,7 @@ def test_teacher_checkpoint_of_another_model_is_refused(tmp_path, capsys):
   argv = ["alphaprune", SMOKE, f"--workdir={workdir}", f"--config.data.data_dir={tmp_path}/tfds",
           "--config.data.manual_dir=", f"--config.teacher.checkpoint={tmp_path / 'teacher'}"]
   with tfds.testing.mock_data(num_examples=20):
-    code = _run_cli(argv)
+    code = run_cli(argv)
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2 and len(err) == 1 and "does not fit model mlp" in err[0], err
   assert not workdir.exists()

@@ -299,14 +299,15 @@ def _cli(workdir, env, *extra):
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
        f"--config={os.path.join(REPO, 'configs', 'fashion_mnist.py')}:smoke",
        f"--workdir={workdir}", f"--config.data.data_dir={workdir}_tfds",
-       "--config.data.manual_dir=",
+       "--config.data.manual_dir=", "--config.model.name=tests/user_models.py:LinenNet",
        "--config.teacher.epochs=3", "--config.train.max_epochs_per_stage=4",
        "--config.train.finetune_epochs=2", *extra],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
-  """Also: the lock file the killed run leaves behind does not block its resume."""
+  """On a user's Linen model with batch norm and dropout (both must resume exactly too).
+  Also: the lock file the killed run leaves behind does not block its resume."""
   env = {**os.environ, "MOCK_EXAMPLES": "2000", "TF_CPP_MIN_LOG_LEVEL": "3"}
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   ref = _cli(whole, env)
