@@ -114,27 +114,41 @@ class NNXModel:
   def init(self, key, x) -> dict:
     del x  # NNX modules know their shapes when built
     _, params, stats, _ = nnx.split(self._build(key), nnx.Param, nnx.BatchStat, ...)
-    return {"params": nnx.to_pure_dict(params),
-            **({"batch_stats": nnx.to_pure_dict(stats)} if stats else {})}
+    return {"params": _pure(params), **({"batch_stats": _pure(stats)} if stats else {})}
 
   def apply(self, variables, x, train: bool = False, alpha=None, mutable=False, rngs=None):
     del alpha
     graphdef, params, stats, rest = nnx.split(
         nnx.eval_shape(lambda: self._build(jax.random.key(0))), nnx.Param, nnx.BatchStat, ...)
-    nnx.replace_by_pure_dict(params, variables["params"])
+    nnx.replace_by_pure_dict(params, _keyed_like(variables["params"], nnx.to_pure_dict(params)))
     if stats:
-      nnx.replace_by_pure_dict(stats, variables["batch_stats"])
+      nnx.replace_by_pure_dict(stats, _keyed_like(variables["batch_stats"],
+                                                  nnx.to_pure_dict(stats)))
     nnx.replace_by_pure_dict(rest, _fresh_rng_state(nnx.to_pure_dict(rest), rngs))
     module = nnx.merge(graphdef, params, stats, rest)
     module.train() if train else module.eval()
     logits = module(x)
     if not mutable:
       return logits
-    return logits, ({"batch_stats": nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))}
-                    if stats else {})
+    return logits, ({"batch_stats": _pure(nnx.state(module, nnx.BatchStat))} if stats else {})
 
   def channel_groups(self):
     return None
+
+
+def _pure(state) -> dict:
+  """A State as a pure dict with string keys: NNX numbers list entries (`layers/0/kernel`),
+  alphaprune's parameter paths are '/'-joined strings."""
+  def strings(tree):
+    return {str(k): strings(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+  return strings(nnx.to_pure_dict(state))
+
+
+def _keyed_like(pure: dict, template: dict) -> dict:
+  """`pure` (string keys) with the keys of `template` (NNX's own pure dict) again."""
+  if not isinstance(template, dict):
+    return pure
+  return {k: _keyed_like(pure[str(k)], v) for k, v in template.items()}
 
 
 def _fresh_rng_state(abstract: Any, rngs) -> Any:

@@ -14,11 +14,20 @@ def repo():
 
 @pytest.fixture(scope="session")
 def real_fashion_mnist(tmp_path_factory):
-  """A TFDS data_dir holding the real Fashion-MNIST, built once from Debian's IDX files."""
+  """A TFDS data_dir holding the real Fashion-MNIST, built once from Debian's IDX files and
+  shared by every xdist worker (the first builds it under a lock; the others reuse it)."""
+  import fcntl
+
   from alphaprune import data
   if not data.has_idx_files(data.DEBIAN_FASHION_MNIST):
     pytest.skip("Debian's dataset-fashion-mnist is not installed (launch/test.sh installs it "
                 "when run as root)")
-  data_dir = str(tmp_path_factory.mktemp("tfds_real"))
-  data.build_local_fashion_mnist(data.DEBIAN_FASHION_MNIST, data_dir)
-  return data_dir
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the folder all workers of this session share
+  data_dir = root / "tfds_real_fashion_mnist"
+  with open(root / "tfds_real_fashion_mnist.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (data_dir / data.LOCAL_NAME / data.LOCAL_VERSION / "dataset_info.json").exists():
+      data.build_local_fashion_mnist(data.DEBIAN_FASHION_MNIST, str(data_dir))
+  return str(data_dir)

@@ -27,14 +27,16 @@ def test_interleaved_alternates_and_takes_the_median(monkeypatch):
   assert t == {"a": 2.0, "b": 5.0}  # medians of (1, 3, 2) and (5, 4, 6)
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-  root = tmp_path_factory.mktemp("bench")
-  bench.main(["--out", str(root / "bench.json"), "--quick", "--workdir", str(root / "scratch")])
-  return json.loads((root / "bench.json").read_text())
+def test_quick_bench_measures_what_it_says(tmp_path):
+  """One run of `python -m alphaprune.bench --quick` (about 30 s), checked two ways."""
+  bench.main(["--out", str(tmp_path / "bench.json"), "--quick", "--workdir",
+              str(tmp_path / "scratch")])
+  quick = json.loads((tmp_path / "bench.json").read_text())
+  _ratios_are_ratios_of_its_own_measurements(quick)
+  _memory_is_counted_byte_for_byte(quick["memory"])
 
 
-def test_quick_bench_ratios_are_ratios_of_its_own_measurements(quick):
+def _ratios_are_ratios_of_its_own_measurements(quick):
   assert quick["blend_layer_step_ratio"] == pytest.approx(
       quick["layer_step_ms"] / quick["dense_step_ms"])
   assert quick["blend_block_step_ratio"] == pytest.approx(
@@ -48,8 +50,7 @@ def test_quick_bench_ratios_are_ratios_of_its_own_measurements(quick):
   assert quick["compact_vgg"]["compact_params"] < quick["compact_vgg"]["dense_params"]
 
 
-def test_quick_bench_memory_is_counted_byte_for_byte(quick):
-  m = quick["memory"]
+def _memory_is_counted_byte_for_byte(m):
   assert m["plain_params_bytes"] == 4 * LENET_300_100
   assert m["plain_opt_state_bytes"] == 4 * LENET_300_100  # SGD momentum: one trace a weight
   assert m["blend_teacher_bytes"] == m["blend_student_bytes"] == 4 * KERNELS

@@ -22,26 +22,22 @@ def _sweep(root, seeds, tmp_path):
                      f"--config.data.data_dir={tmp_path}/tfds", "--config.data.manual_dir="])
 
 
-def test_sweep_aggregates_resumes_and_repeats_exactly(tmp_path, capsys):
+def test_sweep_aggregates_skips_and_repeats_exactly(tmp_path, capsys):
+  # (Seed parsing, skipping and failures are the job runner's: tests/test_jobs.py; that a
+  # seed gives the same run twice, the kill-and-resume tests in tests/test_train.py.)
   root = tmp_path / "sweep"
-  assert _sweep(root, "0-2", tmp_path) == 0
+  assert _sweep(root, "0,2", tmp_path) == 0
   result = json.loads((root / "sweep.json").read_text())
-  assert result["seeds"] == [0, 1, 2]
-  summaries = [json.loads((root / f"seed_{s}" / "summary.json").read_text()) for s in range(3)]
+  assert result["seeds"] == [0, 2]
+  summaries = [json.loads((root / f"seed_{s}" / "summary.json").read_text()) for s in (0, 2)]
   for key in ("pruned_test_accuracy", "teacher_test_accuracy", "kept_prunable_params"):
     values = [s[key] for s in summaries]
     assert result["metrics"][key]["values"] == values
     assert result["metrics"][key]["mean"] == pytest.approx(np.mean(values))
     assert result["metrics"][key]["std"] == pytest.approx(np.std(values, ddof=1))
-  assert len({s["seed"] for s in summaries}) == 3
+  assert [s["seed"] for s in summaries] == [0, 2]
   assert "| pruned_test_accuracy |" in (root / "sweep.md").read_text()
   # A rerun skips the finished seeds.
   capsys.readouterr()
-  assert _sweep(root, "0-2", tmp_path) == 0
-  assert capsys.readouterr().out.count("finished already, skipped") == 3
-  # The same seed in another root gives the same summary.
-  again = tmp_path / "again"
-  assert _sweep(again, "1", tmp_path) == 0
-  other = json.loads((again / "seed_1" / "summary.json").read_text())
-  drop = lambda s: {k: v for k, v in s.items() if k != "wall_seconds"}
-  assert drop(other) == drop(summaries[1])
+  assert _sweep(root, "0,2", tmp_path) == 0
+  assert capsys.readouterr().out.count("finished already, skipped") == 2

@@ -159,3 +159,15 @@ def test_filter_masks_on_a_user_model_cut_output_channels_and_export_densely():
     assert np.all(columns.all(0) | ~columns.any(0)), path  # whole output channels, kept or cut
   _, _, exported, compact = export.pruned_network(model, {}, 10, variables, masks, "filter")
   assert not compact and exported is variables  # dense, zeros inside (model.json says so)
+
+
+def test_an_nnx_model_with_a_list_of_layers_has_string_paths():
+  model = models.make_model({"name": f"{USER}:NNXListNet"}, 10)
+  x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+  variables = model.init(jax.random.key(1), x)
+  assert masks_lib.prunable_paths(variables["params"]) == ["layers/0/kernel", "layers/1/kernel"]
+  doubled = jax.tree.map(lambda w: 2 * w, variables)  # the values applied are the ones given
+  h = jax.nn.relu(x.reshape(4, -1) @ doubled["params"]["layers"]["0"]["kernel"]
+                  + doubled["params"]["layers"]["0"]["bias"])
+  want = h @ doubled["params"]["layers"]["1"]["kernel"] + doubled["params"]["layers"]["1"]["bias"]
+  np.testing.assert_allclose(jax.jit(model.apply)(doubled, x), want, rtol=1e-5, atol=1e-5)

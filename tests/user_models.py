@@ -27,3 +27,15 @@ class NNXNet(nnx.Module):
   def __call__(self, x):
     x = x.reshape((x.shape[0], -1))
     return self.head(self.drop(nnx.relu(self.bn(self.fc(x)))))
+
+
+class NNXListNet(nnx.Module):
+  """Layers in a list: NNX numbers them (`layers/0/kernel`)."""
+
+  def __init__(self, num_classes, hidden=16, *, rngs):
+    self.layers = nnx.List([nnx.Linear(28 * 28, hidden, rngs=rngs),
+                            nnx.Linear(hidden, num_classes, rngs=rngs)])
+
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], -1))
+    return self.layers[1](nnx.relu(self.layers[0](x)))
