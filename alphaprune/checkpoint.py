@@ -126,10 +126,12 @@ def load_model(path: str, target: Any = None) -> tuple[Any, dict]:
   of a model's variables (`{"params": ..., "batch_stats": ...}`, or the params alone)."""
   path = os.path.abspath(path)
   where = variables_dir(path) or os.path.join(path, "variables")
-  bare = target is not None and "params" in target and not _holds_collections(where)
+  bare = not _holds_collections(where)  # the params tree alone
+  if bare and target is not None:
+    target = target["params"]
   with ocp.StandardCheckpointer() as ckptr:
-    variables = ckptr.restore(where, target["params"] if bare else target)
-  if bare or (target is None and not _holds_collections(where)):
+    variables = ckptr.restore(where, target)
+  if bare:
     variables = {"params": variables}
   meta = {}
   if os.path.exists(os.path.join(path, "model.json")):

@@ -9,7 +9,6 @@ says so.
 
 from __future__ import annotations
 
-import os
 from typing import Any, NamedTuple
 
 import jax
@@ -75,4 +74,4 @@ def export(path: str, form: str, state, layer_masks, plain, model_cfg: dict, dat
 
 def load(path: str, model, image_shape) -> tuple[Any, dict]:
   """(variables, model.json) of a saved model, restored onto `model`'s shapes."""
-  return checkpoint.load_model(os.path.abspath(path), abstract_variables(model, image_shape))
+  return checkpoint.load_model(path, abstract_variables(model, image_shape))

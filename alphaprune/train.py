@@ -133,9 +133,8 @@ def check_teacher(config, model, image_shape) -> None:
                       f"checkpoint nor a folder with one in variables/); point it at the "
                       "teacher/ or export/ folder of an earlier run, or at an orbax save of "
                       "your model's variables")
-  expected = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1,) + image_shape))
-  want = {jax.tree_util.keystr(p): tuple(s.shape)
-          for p, s in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  want = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in
+          jax.tree_util.tree_flatten_with_path(export.abstract_variables(model, image_shape))[0]}
   got = checkpoint.model_shapes(path)
   if want != got:
     diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))[:3]
@@ -202,11 +201,16 @@ def pretrain(r: Run) -> tuple[dict, list]:
       "layer", state.params, state.model_state, state.masks)), history
 
 
+def accuracies(r: Run, model, variables) -> dict:
+  """{"val", "test"}: the accuracy of a plain (unblended) network on both splits."""
+  cfg = step_config(r, model)
+  return {split: float(steps.evaluate(variables, None, getattr(r.splits, split), {},
+                                      cfg)["accuracy"]) for split in ("val", "test")}
+
+
 def evaluate_teacher(r: Run, teacher) -> dict:
   """The teacher at α = 1: the starting point, evaluated, never trained."""
-  cfg = step_config(r, r.plain)
-  accuracy = {split: float(steps.evaluate(teacher, None, getattr(r.splits, split), {},
-                                          cfg)["accuracy"]) for split in ("val", "test")}
+  accuracy = accuracies(r, r.plain, teacher)
   _print(f"teacher: val_acc={accuracy['val']:.4f} test_acc={accuracy['test']:.4f}")
   return accuracy
 
@@ -406,10 +410,7 @@ def export_and_evaluate(r: Run, phase, state, masks, teacher_params) -> dict:
                         config.model.to_dict(), dataset, jax.device_get(teacher_params),
                         config.prune.structure)
   reloaded, _ = export.load(path, saved.model, dataset.image_shape)
-  reloaded = devices.put_replicated(reloaded, r.mesh)
-  cfg = step_config(r, saved.model)
-  scores = {split: float(steps.evaluate(reloaded, None, getattr(r.splits, split), {},
-                                        cfg)["accuracy"]) for split in ("val", "test")}
+  scores = accuracies(r, saved.model, devices.put_replicated(reloaded, r.mesh))
   counts = {k: saved.meta[k] for k in ("prunable_params", "kept_prunable_params",
                                        "params_total_before", "params_total_after")}
   return {"val": scores["val"], "test": scores["test"], "blended_test": float(blended["accuracy"]),
