@@ -1,5 +1,8 @@
 """Flax models: LeNet-300-100 (`mlp`), `lenet5`, CIFAR-style `vgg`, CIFAR `resnet`.
 
+Convolutions and poolings go through `convolution` (fast on a CPU, XLA's own
+elsewhere); parameters are those of `nn.Conv`.
+
 Nothing here knows about pruning. Every model is a flat sequence of *units*
 (linear op → optional batch norm → optional ReLU), each a direct child of the
 model, so parameter paths read `<unit>/<conv|dense|bn>/<name>`. The one
@@ -17,7 +20,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from alphaprune import usermodels
+from alphaprune import convolution, usermodels
 
 BLEND_FORMS = ("layer", "block")
 
@@ -43,7 +46,8 @@ class Unit(nn.Module):
     s = self.spec
     if s.kind == "conv":
       x = nn.Conv(s.features, s.kernel_size, s.strides, padding=s.padding,
-                  use_bias=not s.norm, name="conv")(x)
+                  use_bias=not s.norm, name="conv",
+                  conv_general_dilated=convolution.conv_general_dilated)(x)
     else:
       x = nn.Dense(s.features, use_bias=not s.norm, name="dense")(x)
     if s.norm:
@@ -74,7 +78,7 @@ class _UnitModel(nn.Module):
 
 def _pool(x):
   # SAME padding so 28×28 inputs survive VGG's five poolings (28→14→7→4→2→1).
-  return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+  return convolution.max_pool_2x2(x)
 
 
 def _dense(unit):

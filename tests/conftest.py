@@ -1,6 +1,11 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Many tests compile the same small programs (the smoke configs' steps, in this process
+# and in the CLI subprocesses it starts): one on-disk compilation cache serves them all.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    __import__("tempfile").gettempdir(), f"alphaprune-tests-jax-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest  # noqa: E402
 

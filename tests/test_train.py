@@ -274,7 +274,9 @@ def test_block_form_and_augmented_cifar(tmp_path):
   assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
 
 
-@pytest.mark.parametrize("model", ["vgg", "resnet"])
+# ResNet only: its residual channel groups are the hard case; VGG's compact export has its
+# equal-logits test in test_compact.py.
+@pytest.mark.parametrize("model", ["resnet"])
 def test_filter_structure_exports_a_compact_model(tmp_path, model):
   import reference  # noqa: E402
   config = reference.get_config("smoke")
