@@ -1,4 +1,4 @@
-"""Flax models: LeNet-300-100 (`mlp`), `lenet5`, CIFAR-style `vgg`, CIFAR `resnet`.
+"""Flax models: LeNet-300-100 (`mlp`), `lenet5`, a small `cnn`, CIFAR-style `vgg`, CIFAR `resnet`.
 
 Convolutions and poolings go through `convolution` (fast on a CPU, XLA's own
 elsewhere); parameters are those of `nn.Conv`.
@@ -146,6 +146,35 @@ class LeNet5(_UnitModel):
                       x, train, alpha)
 
 
+class CNN(_UnitModel):
+  """A small CNN with batch norm: conv3×3-BN-ReLU → pool per entry of `channels`, then the
+  `fc` dense layers and the head (the `cnn` variant of configs/fashion_mnist.py)."""
+
+  num_classes: int = 10
+  channels: Sequence[int] = (16, 32)
+  fc: Sequence[int] = (128,)
+  blend_form: str = "layer"
+
+  def channel_groups(self):
+    return _chain([_conv(f"conv{i + 1}") for i in range(len(self.channels))]
+                  + [_dense(f"fc{i + 1}") for i in range(len(self.fc))] + [_dense("head")])
+
+  def compact_fields(self, kept):
+    n = len(self.channels)
+    return {"channels": list(kept[:n]), "fc": list(kept[n:])}
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, alpha=None):
+    for i, features in enumerate(self.channels):
+      x = self._unit(f"conv{i + 1}", UnitSpec("conv", features, norm=True), x, train, alpha)
+      x = _pool(x)
+    x = x.reshape((x.shape[0], -1))
+    for i, features in enumerate(self.fc):
+      x = self._unit(f"fc{i + 1}", UnitSpec("dense", features), x, train, alpha)
+    return self._unit("head", UnitSpec("dense", self.num_classes, act=False),
+                      x, train, alpha)
+
+
 VGG_LAYOUTS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -260,7 +289,7 @@ class ResNet(_UnitModel):
                       x, train, alpha)
 
 
-MODELS = {"mlp": MLP, "lenet5": LeNet5, "vgg": VGG, "resnet": ResNet}
+MODELS = {"mlp": MLP, "lenet5": LeNet5, "cnn": CNN, "vgg": VGG, "resnet": ResNet}
 
 
 def make_model(model_config: Any, num_classes: int, blend_form: str = "layer") -> nn.Module:

@@ -15,6 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = [
     ({"name": "mlp", "hidden": (40, 24)}, (28, 28, 1)),
     ({"name": "lenet5"}, (28, 28, 1)),
+    ({"name": "cnn", "channels": (8, 12), "fc": (16,)}, (28, 28, 1)),
     ({"name": "vgg", "depth": 11, "width": 0.125}, (32, 32, 3)),
     ({"name": "resnet", "depth": 20, "width": 0.5}, (32, 32, 3)),
 ]

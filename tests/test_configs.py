@@ -43,3 +43,24 @@ def test_every_smoke_variant_runs_from_the_command_line(path, real_fashion_mnist
   assert summary["dataset"] == "fashion_mnist" and summary["train_epoch_compilations"] == 1
   assert summary["teacher_test_accuracy"] > 0.5  # real data: far above chance (0.1)
   assert summary["wall_seconds"] < 120
+
+
+@pytest.mark.parametrize("variant", ["", "quick", "compare", "cnn", "smoke"])
+def test_every_fashion_mnist_variant_is_valid(variant):
+  from alphaprune import config as config_lib
+  config_lib.validate(_load(os.path.join(REPO, "configs", "fashion_mnist.py")).get_config(variant))
+
+
+def test_the_cnn_variant_prunes_every_convolution_and_has_batch_norm():
+  import jax
+  import jax.numpy as jnp
+
+  from alphaprune import masks, models, tree
+  c = _load(os.path.join(REPO, "configs", "fashion_mnist.py")).get_config("cnn")
+  model = models.make_model(c.model, 10)
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  pruned = masks.compute_masks(params, keep_ratio=c.prune.keep_ratio, include=c.prune.include,
+                               exclude=c.prune.exclude)
+  convs = {p for p in tree.flatten(params) if p.endswith("conv/kernel")}
+  assert len(convs) == 2 and convs <= set(tree.flatten(pruned))
+  assert {p for p in tree.flatten(params) if "/bn/" in p}

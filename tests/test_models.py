@@ -9,6 +9,8 @@ from alphaprune import models, tree
     ({"name": "mlp"}, (28, 28, 1), 10),
     ({"name": "lenet5"}, (28, 28, 1), 10),
     ({"name": "lenet5"}, (32, 32, 3), 7),
+    ({"name": "cnn"}, (28, 28, 1), 10),
+    ({"name": "cnn", "channels": (8, 16, 32), "fc": (64, 32)}, (32, 32, 3), 5),
     ({"name": "vgg", "depth": 11, "width": 0.125}, (28, 28, 1), 10),
     ({"name": "vgg", "depth": 16, "width": 0.125}, (32, 32, 3), 100),
     ({"name": "resnet", "depth": 20, "width": 0.25}, (32, 32, 3), 10),
