@@ -280,7 +280,7 @@ def _driver_epochs(workdir: str, model: str, epochs: int, data_dir: str) -> dict
           for phase in ("pretrain", "prune")}
 
 
-def keras_epoch_ratios(workdir: str, epochs: int = 4) -> dict:
+def keras_epoch_ratios(workdir: str, epochs: int = 6) -> dict:
   """Epoch time of alphaprune ÷ Keras for the same job on real Fashion-MNIST (54,000 train,
   6,000 validation images), per model, medians of the epochs after the first:
   `keras_epoch_ratio_<model>`, the α-blend prune stage against two-branch blended Keras
