@@ -8,7 +8,7 @@ whole pipeline in a few minutes (what the README's first command runs);
 `compare` the size `python -m alphaprune.compare` uses (8 linear stages);
 `cnn` the original experiment in miniature: a small CNN with batch norm (conv 16 →
 pool → conv 32 → pool → 128 → 10) whose convolutions are all pruned with
-He-initialised branches, the whole pipeline in about 10 minutes;
+He-initialised branches, the whole pipeline in about 6 minutes on 2 cores;
 `smoke` seconds on the same real data (a first try; tests run it on TFDS mock data).
 
   python -m alphaprune.main --config=configs/fashion_mnist.py:cnn --workdir=runs/fmnist_cnn
