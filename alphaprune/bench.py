@@ -288,12 +288,12 @@ def keras_epoch_ratios(workdir: str, epochs: int = 6) -> dict:
   model. Under 1: alphaprune is faster."""
   from alphaprune import keras_peer
   data_dir = os.path.join(workdir, "tfds")
+  ds = data.load("fashion_mnist", data_dir=data_dir, manual_dir=data.DEBIAN_FASHION_MNIST)
+  train_xy, val_xy = ((np.asarray(data.normalise(s["image"], ds.mean, ds.std)), s["label"])
+                      for s in (ds.train, ds.val))
   out = {}
   for model in ("mlp", "lenet5"):
     ours = _driver_epochs(os.path.join(workdir, f"keras_{model}"), model, epochs, data_dir)
-    ds = data.load("fashion_mnist", data_dir=data_dir)
-    train_xy, val_xy = ((keras_peer.normalised(s["image"], ds.mean, ds.std), s["label"])
-                        for s in (ds.train, ds.val))
     keras = {name: keras_peer.epoch_seconds(keras_peer.build(model, blended), train_xy, val_xy,
                                             epochs)
              for name, blended in (("plain", False), ("two_branch", True))}

@@ -84,8 +84,9 @@ def _out_hw(x_shape, k_shape, strides, pads):
   return tuple((x_shape[1 + d] + sum(pads[d]) - k_shape[d]) // strides[d] + 1 for d in range(2))
 
 
-def _shifted(x_padded, k_hw, strides, out_hw):
+def _taps(x, k_hw, strides, pads, out_hw):
   """The k·k slices of the padded input that each kernel tap sees, tap by tap (row-major)."""
+  x_padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   n, _, _, c = x_padded.shape
   (sh, sw), (ho, wo) = strides, out_hw
   return [lax.slice(x_padded, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
@@ -97,9 +98,14 @@ def _patches(x, k_shape, strides, pads, out_hw):
   """im2col: (N, Ho, Wo, kh·kw·C), taps outer and channels inner, like `k.reshape(-1, O)`.
   (Stacked on a new axis and reshaped: the same array as a concatenation on the channel
   axis, and quicker for XLA to compile.)"""
-  x_padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  taps = jnp.stack(_shifted(x_padded, k_shape[:2], strides, out_hw), axis=3)
+  taps = jnp.stack(_taps(x, k_shape[:2], strides, pads, out_hw), axis=3)
   return taps.reshape(taps.shape[:3] + (-1,))
+
+
+def _taps_first(x, k_hw, strides, pads, out_hw):
+  """One input channel's patches as (kh·kw, N·Ho·Wo): each tap's slice contiguous."""
+  taps = jnp.stack([t[..., 0] for t in _taps(x, k_hw, strides, pads, out_hw)])
+  return taps.reshape(taps.shape[0], -1)
 
 
 # Each part is jitted so that eager calls (model.init, a notebook's apply) run
@@ -111,13 +117,6 @@ def _patches(x, k_shape, strides, pads, out_hw):
 def conv2d(x, kernel, strides, pads):
   """NHWC × HWIO convolution with explicit `pads` ((top, bottom), (left, right))."""
   return _forward(x, kernel, strides, pads)[0]
-
-
-def _taps_first(x, k_hw, strides, pads, out_hw):
-  """One input channel's patches as (kh·kw, N·Ho·Wo): each tap's slice contiguous."""
-  x_padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  taps = jnp.stack([t[..., 0] for t in _shifted(x_padded, k_hw, strides, out_hw)])
-  return taps.reshape(taps.shape[0], -1)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))

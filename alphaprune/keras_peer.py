@@ -119,8 +119,3 @@ def epoch_seconds(net: keras.Model, train: tuple, val: tuple, epochs: int,
           "median_epoch_seconds": statistics.median(timer.seconds[1:] or timer.seconds),
           "val_accuracy": float(history.history["val_accuracy"][-1])}
 
-
-def normalised(images: np.ndarray, mean, std) -> np.ndarray:
-  """uint8 NHWC images → float32 normalised as alphaprune's steps do."""
-  return ((images.astype(np.float32) / 255.0 - np.asarray(mean, np.float32))
-          / np.asarray(std, np.float32))
