@@ -13,6 +13,12 @@ network is one ordinary forward pass of the unmodified model on blended
 parameters, for any Flax model. ∂L/∂W_s = (1−α)·M⊙∂L/∂W, exactly the
 two-branch gradient.
 
+**Soft** (the `soft` method, soft/decaying pruning after SRFP/ASRFP, Cai et al.
+2020): one trainable tensor W per kernel, its pruned entries scaled by α,
+(M + α·(1−M))⊙W. That is the layer-form blend with the teacher and student tied
+into one tensor, so comparing it with α-blending isolates what the separate,
+He-initialised student contributes.
+
 **Block form** (built-in models with `blend_form="block"`): each unit has a
 `teacher` and a `student` branch with its own normalisation, mixed inside the
 model; here we only assemble the parameter tree with the student masked.
@@ -36,13 +42,21 @@ def blend(alpha, teacher, student, masks, shared):
   return tree.merge(mixed, shared)
 
 
+def soft(alpha, weights, masks, shared):
+  """Soft-pruning parameters: (M + α·(1−M)) ⊙ W, merged with `shared` (exact at α = 0, 1)."""
+  return tree.merge(jax.tree.map(lambda w, m: w * (m + alpha * (1.0 - m)), weights, masks),
+                    shared)
+
+
 def masked_student(student, masks, shared):
   """The pruned network alone (α = 0), without touching the teacher."""
   return tree.merge(jax.tree.map(lambda s, m: s * m, student, masks), shared)
 
 
 def model_params(form: str, alpha, params: Mapping[str, Any], masks) -> dict:
-  """The `params` collection the model is applied to, in either blend form."""
+  """The `params` collection the model is applied to: `form` is a blend form, or `soft`."""
+  if form == "soft":
+    return soft(alpha, params["student"], masks, params["shared"])
   if not params["teacher"]:  # dense pretraining: no teacher branch
     return masked_student(params["student"], masks, params["shared"])
   if form == "layer":
@@ -121,7 +135,7 @@ def init_params(form: str, key, teacher_variables, masks, student_init: str = "h
 def export_variables(form: str, params, model_state, masks) -> dict[str, Any]:
   """The pruned network alone (teacher dropped), as plain layer-form model variables."""
   pruned = masked_student(params["student"], masks, params["shared"])
-  if form == "layer":
+  if form != "block":
     return {"params": pruned, **model_state}
   variables = {"params": pruned, **model_state}
   return {name: tree.unflatten(_unbranch(tree.flatten(col), "student"))

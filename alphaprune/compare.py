@@ -1,156 +1,436 @@
-"""Every method × seeds at equal budget: `python -m alphaprune.compare`.
+"""Methods × keep ratios × a grid of settings × seeds, at equal budget: `python -m alphaprune.compare`.
 
   python -m alphaprune.compare --config=configs/fashion_mnist.py:compare --seeds=0-2 \
-      --workdir=runs/compare [--methods=alpha_blend,scratch,...] [--parallel=N] \
-      [--config.KEY=VALUE ...]
+      --keep-ratios=0.35,0.2,0.1,0.05,0.02 --workdir=runs/curve \
+      [--methods=alpha_blend,soft,one_shot_random,...] [--grid=KEY=V1,V2,... ...] \
+      [--parallel=N] [--config.KEY=VALUE ...]
 
-Per seed, `alpha_blend` runs first and pretrains the teacher; every other
-method loads that teacher by path (ROOT/seed_<k>/alpha_blend/teacher), so
-differences come from the methods alone. Runs go through `alphaprune.jobs`:
-finished ones are skipped, unfinished ones resume. Writes ROOT/compare.json,
-ROOT/compare.md and ROOT/compare.png.
+A *cell* is one keep ratio with one combination of the grid's values (each
+`--grid` is an axis; several give their product); every (cell, seed, method)
+is one run of the ordinary driver in ROOT/<cell>/seed_<k>/<method>, its log
+beside it. Per seed, the `alpha_blend` run of the first cell pretrains the
+teacher and every other run loads it by path, so differences come from the
+methods and settings alone; a grid axis that changes pretraining (model.*,
+data.*, teacher.*, train.momentum, train.plateau.*) gets a teacher per value.
+`--config.teacher.checkpoint=PATH` gives every run that teacher instead.
+`NAME_random` is method NAME with random masks (`prune.criterion=random`), the
+control Blalock et al. (2020) ask for. Runs go through `alphaprune.jobs`:
+finished ones are skipped, unfinished ones resume.
+
+Writes ROOT/compare.json, ROOT/compare.md (accuracy, std and gap to the
+teacher per method × keep ratio), ROOT/compare.png (test accuracy against the
+fraction of weights kept, log axis, the teacher as a band), ROOT/losses.png
+(train and validation loss per epoch of each cell's α-run) and, with a grid,
+ROOT/epochs.png (accuracy against the epochs each cell trained).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
 import os
 import shlex
 import sys
+from typing import NamedTuple
 
 from alphaprune.jobs import Job, default_launcher, mean_std, parse_seeds, read_summary, run_jobs
 from alphaprune.methods import METHODS
 
+RANDOM = "_random"  # suffix: the method with random masks
+CONTROLS = ("alpha_blend_random", "one_shot_random")
+DEFAULT_METHODS = METHODS + CONTROLS
+# Grid keys that change the teacher's pretraining: one teacher per value.
+TEACHER_KEYS = ("model.", "data.", "teacher.", "train.momentum", "train.plateau.")
+# Keys the command line sets itself.
+RESERVED = ("method", "seed", "prune.keep_ratio", "teacher.checkpoint")
 
-def aggregate(summaries: dict) -> dict:
-  """{method: {metric: mean_std}} from {method: {seed: summary}}."""
+
+class Cell(NamedTuple):
+  """One keep ratio with one setting of every grid axis."""
+
+  keep: float
+  settings: tuple[tuple[str, str], ...]  # ((key, value), ...) in axis order
+
+  @property
+  def name(self) -> str:  # its folder under the root
+    parts = [f"keep_{self.keep:g}"] + [f"{k}={v}" for k, v in self.settings]
+    return ",".join(parts).replace(os.sep, "_")
+
+  @property
+  def label(self) -> str:  # the grid part alone, for tables and legends
+    return ", ".join(f"{k}={v}" for k, v in self.settings)
+
+  def teacher_key(self) -> tuple:
+    return tuple((k, v) for k, v in self.settings if k.startswith(TEACHER_KEYS))
+
+
+def run_args(method: str) -> list[str]:
+  """The config overrides of one entry of --methods."""
+  if method.endswith(RANDOM):
+    return [f"--config.method={method[:-len(RANDOM)]}", "--config.prune.criterion=random"]
+  return [f"--config.method={method}"]
+
+
+def valid_method(name: str) -> bool:
+  base = name[:-len(RANDOM)] if name.endswith(RANDOM) else name
+  return base in METHODS and not (name.endswith(RANDOM) and base == "gmp")
+
+
+def parse_keep_ratios(text: str) -> list[float]:
+  try:
+    ratios = [float(r) for r in text.split(",") if r]
+  except ValueError:
+    ratios = []
+  if not ratios or any(not 0 < r <= 1 for r in ratios) or len(set(ratios)) != len(ratios):
+    raise ValueError(f"--keep-ratios={text!r}: give distinct fractions in (0, 1], "
+                     "e.g. 0.35,0.1,0.02")
+  return ratios
+
+
+def parse_grid(axes) -> list[tuple[tuple[str, str], ...]]:
+  """['a.b=1,2', 'c=x'] → [(('a.b','1'),('c','x')), (('a.b','2'),('c','x'))]."""
+  parsed = []
+  for axis in axes:
+    key, eq, values = axis.partition("=")
+    values = [v for v in values.split(",") if v]
+    if not eq or not key or not values or len(set(values)) != len(values):
+      raise ValueError(f"--grid={axis!r}: give KEY=V1,V2,... with distinct values, e.g. "
+                       "--grid=loss.reduction=mean,sum")
+    if key in RESERVED or key in (k for k, _ in parsed):
+      raise ValueError(f"--grid={axis!r}: {key} is set by compare itself or by an earlier "
+                       "--grid (methods: --methods, keep ratios: --keep-ratios, seeds: --seeds)")
+    parsed.append((key, values))
+  return list(itertools.product(*[[(k, v) for v in values] for k, values in parsed]))
+
+
+def load_config(spec: str):
+  """The ConfigDict of configs/NAME.py[:VARIANT] (one-line ValueError if it is missing)."""
+  path, _, variant = spec.partition(":")
+  if not os.path.exists(path):
+    raise ValueError(f"config file {path} does not exist; the configs are in configs/")
+  module_spec = importlib.util.spec_from_file_location("compare_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+def check_keys(config, keys) -> None:
+  """Every grid key must name a key of the config (one-line ValueError otherwise)."""
+  for key in keys:
+    node = config
+    for part in key.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        raise ValueError(f"--grid: no config key {key!r}; the keys and their defaults are in "
+                         "alphaprune/config.py")
+      node = node[part]
+
+
+# ------------------------------------------------------------------ jobs
+
+def run_dir(root: str, cell: Cell, seed: int, method: str) -> str:
+  return os.path.join(root, cell.name, f"seed_{seed}", method)
+
+
+def job(root: str, config: str, cell: Cell, seed: int, method: str, overrides,
+        teacher: str | None) -> Job:
+  """One run; `teacher` is the pretrained teacher it loads (None: it pretrains its own)."""
+  workdir = run_dir(root, cell, seed, method)
+  args = [f"--config={config}", f"--config.seed={seed}", *run_args(method),
+          f"--config.prune.keep_ratio={cell.keep}",
+          *(f"--config.{k}={v}" for k, v in cell.settings)]
+  if teacher:
+    args.append(f"--config.teacher.checkpoint={teacher}")
+  name = f"{cell.name} seed {seed} {method}"
+  return Job(name, workdir, (*args, *overrides), workdir + ".log")
+
+
+def plan(root: str, config: str, cells, seeds, methods, overrides) -> tuple[list, list]:
+  """(teacher jobs, the others): per seed and teacher setting, the first cell's alpha_blend
+  pretrains the teacher the others load; with a given teacher there are no teacher jobs."""
+  if any(o.startswith("--config.teacher.checkpoint=") for o in overrides):
+    return [], [job(root, config, c, s, m, overrides, None)
+                for s in seeds for c in cells for m in methods]
+  firsts = {}
+  for c in cells:
+    firsts.setdefault(c.teacher_key(), c)
+  teachers, others = {}, []
+  for s in seeds:
+    for key, c in firsts.items():
+      teachers[(s, key)] = job(root, config, c, s, "alpha_blend", overrides, None)
+    for c in cells:
+      provider = teachers[(s, c.teacher_key())]
+      for m in methods:
+        if (c, m) != (firsts[c.teacher_key()], "alpha_blend"):
+          others.append((provider, job(root, config, c, s, m, overrides,
+                                       os.path.join(provider.workdir, "teacher"))))
+  return list(teachers.values()), others
+
+
+# ------------------------------------------------------------------ results
+
+def collect(root: str, cells, methods, seeds) -> dict:
+  """{(cell, method): {seed: summary}} of the finished runs."""
   out = {}
-  for method, by_seed in summaries.items():
-    runs = [by_seed[s] for s in sorted(by_seed)]
-    out[method] = {
-        "seeds": sorted(by_seed),
-        "pruned_test_accuracy": mean_std(r["pruned_test_accuracy"] for r in runs),
-        "teacher_test_accuracy": mean_std(r["teacher_test_accuracy"] for r in runs),
-        "gap_to_teacher": mean_std(r["pruned_test_accuracy"] - r["teacher_test_accuracy"]
-                                   for r in runs),
-        "kept_prunable_params": mean_std(r["kept_prunable_params"] for r in runs),
-        "params_total_after": mean_std(r["params_total_after"] for r in runs),
-        "params_total_before": mean_std(r["params_total_before"] for r in runs),
-        "epochs_total": mean_std(r["epochs_total"] for r in runs),
-        "wall_seconds": mean_std(r["wall_seconds"] for r in runs),
-    }
+  for c in cells:
+    for m in methods:
+      for s in seeds:
+        summary = read_summary(run_dir(root, c, s, m))
+        if summary is not None:
+          out.setdefault((c, m), {})[s] = summary
   return out
 
 
-def table(stats: dict) -> str:
-  lines = ["| method | pruned test accuracy | gap to teacher | kept / total params | "
-           "epochs after pretraining | wall time (s) |", "| --- | --- | --- | --- | --- | --- |"]
-  for method, s in stats.items():
-    acc, gap = s["pruned_test_accuracy"], s["gap_to_teacher"]
+def aggregate(by_seed: dict) -> dict:
+  """Mean ± std over seeds of one (cell, method)'s summaries."""
+  runs = [by_seed[s] for s in sorted(by_seed)]
+  stat = lambda key: mean_std(r[key] for r in runs)
+  return {
+      "seeds": sorted(by_seed),
+      "pruned_test_accuracy": stat("pruned_test_accuracy"),
+      "teacher_test_accuracy": stat("teacher_test_accuracy"),
+      "gap_to_teacher": mean_std(r["pruned_test_accuracy"] - r["teacher_test_accuracy"]
+                                 for r in runs),
+      "kept_fraction": mean_std(r["kept_prunable_params"] / r["prunable_params"] for r in runs),
+      "kept_prunable_params": stat("kept_prunable_params"),
+      "params_total_after": stat("params_total_after"),
+      "params_total_before": stat("params_total_before"),
+      "epochs_total": stat("epochs_total"),
+      "wall_seconds": stat("wall_seconds"),
+  }
+
+
+def statistics(summaries: dict) -> list[dict]:
+  """One entry per (cell, method) with results, in the order of the cells and methods."""
+  return [{"keep_ratio": c.keep, "settings": dict(c.settings), "cell": c.name, "method": m,
+           **aggregate(by_seed)} for (c, m), by_seed in summaries.items()]
+
+
+def _row_key(s: dict) -> tuple:
+  return (s["method"], tuple(s["settings"].items()))
+
+
+def _label(s: dict) -> str:
+  settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items())
+  return f"{s['method']} ({settings})" if settings else s["method"]
+
+
+def table(stats: list[dict]) -> str:
+  """Test accuracy (mean ± std) and gap to the teacher per method × keep ratio, then every
+  cell's details."""
+  keeps = sorted({s["keep_ratio"] for s in stats}, reverse=True)
+  rows = {}
+  for s in stats:
+    rows.setdefault(_row_key(s), {})[s["keep_ratio"]] = s
+  lines = ["| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+           "| --- |" + " --- |" * len(keeps)]
+  for cells in rows.values():
+    first = next(iter(cells.values()))
+    entries = []
+    for k in keeps:
+      s = cells.get(k)
+      entries.append("" if s is None else (
+          f"{s['pruned_test_accuracy']['mean']:.4f} ± {s['pruned_test_accuracy']['std']:.4f} "
+          f"({s['gap_to_teacher']['mean']:+.4f})"))
+    lines.append(f"| {_label(first)} | " + " | ".join(entries) + " |")
+  lines += ["", "| keep | method | pruned test accuracy | gap to teacher | teacher | "
+            "kept / total params | epochs after pretraining | wall time (s) | seeds |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for s in stats:
+    acc, gap, t = s["pruned_test_accuracy"], s["gap_to_teacher"], s["teacher_test_accuracy"]
     lines.append(
-        f"| {method} | {acc['mean']:.4f} ± {acc['std']:.4f} | {gap['mean']:+.4f} ± "
-        f"{gap['std']:.4f} | {s['params_total_after']['mean']:.0f} / "
-        f"{s['params_total_before']['mean']:.0f} | {s['epochs_total']['mean']:.0f} | "
-        f"{s['wall_seconds']['mean']:.0f} ± {s['wall_seconds']['std']:.0f} |")
+        f"| {s['keep_ratio']:g} | {_label(s)} | {acc['mean']:.4f} ± {acc['std']:.4f} | "
+        f"{gap['mean']:+.4f} ± {gap['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
+        f"{s['params_total_after']['mean']:.0f} / {s['params_total_before']['mean']:.0f} | "
+        f"{s['epochs_total']['mean']:.0f} | {s['wall_seconds']['mean']:.0f} | "
+        f"{len(s['seeds'])} |")
   return "\n".join(lines)
 
 
-def plot(stats: dict, path: str) -> None:
+def _pyplot():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  methods = list(stats)
-  acc = [stats[m]["pruned_test_accuracy"] for m in methods]
-  teacher = stats[methods[0]]["teacher_test_accuracy"]
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  ax.bar(methods, [a["mean"] for a in acc], yerr=[a["std"] for a in acc], capsize=6,
-         color=["C0" if m == "alpha_blend" else "C7" for m in methods])
-  ax.axhline(teacher["mean"], color="C3", ls="--",
-             label=f"dense teacher {teacher['mean']:.4f}")
-  low = min(a["mean"] - a["std"] for a in acc + [teacher])
-  high = max(a["mean"] + a["std"] for a in acc + [teacher])
-  ax.set_ylim(low - 0.3 * (high - low + 1e-3), high + 0.3 * (high - low + 1e-3))
-  n = len(stats[methods[0]]["seeds"])
-  ax.set_ylabel(f"pruned test accuracy (mean ± std, {n} seeds; axis cut)")
+  return plt
+
+
+def plot_curve(stats: list[dict], path: str) -> None:
+  """Test accuracy against the fraction of weights kept: one line per method (and grid
+  setting), error bars over seeds, the teachers as a band."""
+  plt = _pyplot()
+  rows = {}
+  for s in stats:
+    rows.setdefault(_row_key(s), []).append(s)
+  fig, ax = plt.subplots(figsize=(8, 5))
+  teachers = [v for s in stats for v in s["teacher_test_accuracy"]["values"]]
+  t = mean_std(teachers)
+  ax.axhspan(t["mean"] - t["std"], t["mean"] + t["std"], color="C3", alpha=0.15, lw=0)
+  ax.axhline(t["mean"], color="C3", ls="--", lw=1, label=f"dense teacher {t['mean']:.4f}")
+  for i, row in enumerate(rows.values()):
+    row = sorted(row, key=lambda s: s["keep_ratio"])
+    random = row[0]["method"].endswith(RANDOM)
+    ax.errorbar([s["kept_fraction"]["mean"] for s in row],
+                [s["pruned_test_accuracy"]["mean"] for s in row],
+                yerr=[s["pruned_test_accuracy"]["std"] for s in row], capsize=3,
+                marker="o", ms=4, ls=":" if random else "-", color=f"C{i % 10}",
+                lw=2.2 if row[0]["method"] == "alpha_blend" else 1.2, label=_label(row[0]))
+  ax.set_xscale("log")
+  keeps = sorted({s["keep_ratio"] for s in stats})
+  ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
+  ax.minorticks_off()
+  ax.set_xlabel("fraction of prunable weights kept (log)")
+  n = max(len(s["seeds"]) for s in stats)
+  ax.set_ylabel(f"pruned test accuracy (mean ± std, {n} seeds)")
   ax.set_title("same teacher, masks' keep ratio and epoch budget for every method")
-  ax.legend(loc="lower right")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="lower right")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def collect(root: str, methods, seeds) -> dict:
-  out = {}
-  for method in methods:
-    for seed in seeds:
-      summary = read_summary(os.path.join(root, f"seed_{seed}", method))
-      if summary is not None:
-        out.setdefault(method, {})[seed] = summary
-  return out
+def plot_losses(root: str, summaries: dict, path: str, method: str = "alpha_blend") -> bool:
+  """Train and validation loss per epoch of `method` in each cell (every seed a line)."""
+  from alphaprune import report
+  panels = [(c, by_seed) for (c, m), by_seed in summaries.items() if m == method][:16]
+  if not panels:
+    return False
+  plt = _pyplot()
+  cols = min(4, len(panels))
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+  for ax, (c, by_seed) in zip(axes.flat, panels):
+    for i, s in enumerate(sorted(by_seed)):
+      workdir = run_dir(root, c, s, method)
+      if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        continue
+      history = [h for h in report.read_history(workdir) if h["phase"] in ("prune", "finetune")]
+      x = range(1, len(history) + 1)
+      ax.plot(x, [h["train_loss"] for h in history], color="C0", lw=1,
+              label="train" if i == 0 else None)
+      ax.plot(x, [h["val_loss"] for h in history], color="C1", lw=1, ls="--",
+              label="validation" if i == 0 else None)
+      if i == 0:
+        for j in range(1, len(history)):
+          if history[j]["alpha"] != history[j - 1]["alpha"]:
+            ax.axvline(j + 0.5, color="0.8", lw=0.6)
+    ax.set_title(c.name.replace(",", "\n", 1) if c.settings else c.name, fontsize=8)
+    ax.set_xlabel("epoch after pretraining (grey: α-stage ends)", fontsize=7)
+    ax.tick_params(labelsize=7)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis("off")
+  fig.suptitle(f"{method}: loss per epoch, every seed", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
 
 
-def write(root: str, methods, seeds) -> dict:
-  summaries = collect(root, methods, seeds)
+def plot_epochs(stats: list[dict], path: str) -> None:
+  """Pruned test accuracy against the epochs each (cell, method) trained after pretraining."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for i, s in enumerate(stats):
+    ax.errorbar(s["epochs_total"]["mean"], s["pruned_test_accuracy"]["mean"],
+                xerr=s["epochs_total"]["std"], yerr=s["pruned_test_accuracy"]["std"],
+                marker="o", capsize=3, color=f"C{i % 10}",
+                label=f"keep {s['keep_ratio']:g}, {_label(s)}")
+  ax.set_xscale("log")
+  ax.set_xlabel("epochs after pretraining (mean over seeds, log)")
+  ax.set_ylabel("pruned test accuracy (mean ± std)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write(root: str, cells, methods, seeds) -> list[dict]:
+  """compare.json, compare.md and the figures from the finished runs under `root`."""
+  summaries = collect(root, cells, methods, seeds)
   if not summaries:
-    return {}
-  stats = aggregate(summaries)
+    return []
+  stats = statistics(summaries)
   with open(os.path.join(root, "compare.json"), "w") as f:
     json.dump(stats, f, indent=2)
   with open(os.path.join(root, "compare.md"), "w") as f:
-    f.write(f"# Methods at equal budget, seeds {', '.join(map(str, seeds))}\n\n{table(stats)}\n")
-  plot(stats, os.path.join(root, "compare.png"))
+    f.write(f"# Test accuracy (mean ± std over seeds {', '.join(map(str, seeds))}; in brackets "
+            f"the gap to the teacher)\n\n{table(stats)}\n")
+  plot_curve(stats, os.path.join(root, "compare.png"))
+  staged = [m for m in ("alpha_blend", "soft") if m in methods]
+  if staged:
+    plot_losses(root, summaries, os.path.join(root, "losses.png"), staged[0])
+  if any(c.settings for c in cells):
+    plot_epochs(stats, os.path.join(root, "epochs.png"))
   return stats
 
 
-def job(root: str, config: str, seed: int, method: str, overrides) -> Job:
-  """One (seed, method) run; all but alpha_blend load the teacher alpha_blend pretrained."""
-  seed_root = os.path.join(root, f"seed_{seed}")
-  args = [f"--config={config}", f"--config.seed={seed}", f"--config.method={method}"]
-  if method != "alpha_blend":
-    args.append(f"--config.teacher.checkpoint={os.path.join(seed_root, 'alpha_blend', 'teacher')}")
-  return Job(f"seed {seed} {method}", os.path.join(seed_root, method),
-             (*args, *overrides), os.path.join(seed_root, f"{method}.log"))
-
+# ------------------------------------------------------------------ command line
 
 def _parse(argv):
-  parser = argparse.ArgumentParser(description="every method × seeds at equal budget")
+  parser = argparse.ArgumentParser(description="methods × keep ratios × grid × seeds")
   parser.add_argument("--config", required=True)
   parser.add_argument("--seeds", default="0-2", help="e.g. 0-2, 1,3 or 0-2,5")
   parser.add_argument("--workdir", required=True)
-  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                      help=f"of {', '.join(METHODS)}; NAME_random: NAME with random masks")
+  parser.add_argument("--keep-ratios", default=None,
+                      help="e.g. 0.35,0.2,0.1,0.05,0.02 (default: the config's)")
+  parser.add_argument("--grid", action="append", default=[],
+                      help="KEY=V1,V2,...: an axis of config settings (repeat for a product)")
   parser.add_argument("--parallel", type=int, default=1, help="runs at once")
   parser.add_argument("--launcher", default=None,
                       help="command that runs one job (default: this Python, -m alphaprune.main)")
   args, overrides = parser.parse_known_args(argv)
   methods = [m for m in args.methods.split(",") if m]
-  bad = [m for m in methods if m not in METHODS] + [o for o in overrides
-                                                    if not o.startswith("--config.")]
-  if bad or "alpha_blend" not in methods:
-    raise ValueError(f"{bad or 'alpha_blend is needed (it pretrains the shared teacher)'}; "
-                     f"methods are {', '.join(METHODS)} and overrides --config.KEY=VALUE")
-  return args, overrides, methods, parse_seeds(args.seeds)
+  bad = [m for m in methods if not valid_method(m)] + [
+      o for o in overrides if not o.startswith("--config.")]
+  if bad:
+    raise ValueError(f"{', '.join(bad)}: methods are {', '.join(METHODS)} (NAME_random for "
+                     "random masks, not gmp) and overrides --config.KEY=VALUE")
+  given_teacher = any(o.startswith("--config.teacher.checkpoint=") for o in overrides)
+  if "alpha_blend" not in methods and not given_teacher:
+    raise ValueError("--methods needs alpha_blend (it pretrains the shared teacher), or give "
+                     "one with --config.teacher.checkpoint=PATH")
+  seeds = parse_seeds(args.seeds)
+  grid = parse_grid(args.grid)
+  keep_override = [o.split("=", 1)[1] for o in overrides
+                   if o.startswith("--config.prune.keep_ratio=")]
+  if keep_override and args.keep_ratios:
+    raise ValueError("give keep ratios once: --keep-ratios or --config.prune.keep_ratio")
+  config = load_config(args.config) if args.grid or not (args.keep_ratios or keep_override) \
+      else None
+  if args.grid:
+    check_keys(config, [k for k, _ in grid[0]])
+  text = args.keep_ratios or (keep_override[-1] if keep_override else
+                              str(config.prune.keep_ratio))
+  cells = [Cell(k, settings) for k in parse_keep_ratios(text) for settings in grid]
+  return args, overrides, methods, seeds, cells
 
 
 def main(argv=None) -> int:
   try:
-    args, overrides, methods, seeds = _parse(argv)
+    args, overrides, methods, seeds, cells = _parse(argv)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   launcher = shlex.split(args.launcher) if args.launcher else default_launcher()
-  teachers = {s: job(args.workdir, args.config, s, "alpha_blend", overrides) for s in seeds}
-  codes = run_jobs(list(teachers.values()), launcher, args.parallel)
-  others = [job(args.workdir, args.config, s, m, overrides) for s in seeds
-            if codes[teachers[s].name] == 0 for m in methods if m != "alpha_blend"]
+  teachers, others = plan(args.workdir, args.config, cells, seeds, methods, overrides)
+  codes = run_jobs(teachers, launcher, args.parallel)
+  if teachers:
+    others = [j for provider, j in others if codes[provider.name] == 0]
   codes.update(run_jobs(others, launcher, args.parallel))
-  stats = write(args.workdir, methods, seeds)
+  stats = write(args.workdir, cells, methods, seeds)
   if stats:
     print(table(stats))
   failed = [name for name, code in codes.items() if code]
   if failed:
-    print(f"error: {', '.join(failed)} failed (a failed alpha_blend leaves its seed without a "
-          f"teacher); see the logs in {args.workdir}/seed_<k>/", file=sys.stderr)
+    print(f"error: {len(failed)} run(s) failed, first {failed[0]} (a failed teacher run leaves "
+          f"its seed without the others); see the .log beside each run in {args.workdir}",
+          file=sys.stderr)
     return 1
   return 0
 

@@ -2,6 +2,9 @@
 
 * `alpha_blend`: the teacher plus a He-initialised, masked student, blended
   stage by stage as α falls to 0.
+* `soft`: one set of weights, the teacher's, whose pruned entries are scaled by α on the
+  same stage schedule, (M + α·(1−M))⊙W, and keep training (soft pruning, SRFP/ASRFP):
+  α-blending with the teacher and student tied into one tensor.
 * `scratch`: the pruned network alone, freshly initialised (it never reads the
   teacher's weights); `distill`: the same, trained against the teacher's logits.
 * `one_shot`: the teacher's weights masked once, then trained.
@@ -23,7 +26,8 @@ import numpy as np
 
 from alphaprune import blending
 
-METHODS = ("alpha_blend", "scratch", "one_shot", "gmp", "distill")
+METHODS = ("alpha_blend", "soft", "scratch", "one_shot", "gmp", "distill")
+STAGED = ("alpha_blend", "soft")  # methods that walk the α-schedule
 
 
 class Stage(NamedTuple):
@@ -36,9 +40,9 @@ class Stage(NamedTuple):
 
 def stages(method: str, alphas: Sequence[float], epochs_per_stage: int,
            finetune_epochs: int) -> list[Stage]:
-  """α-blending walks the schedule; every other method trains its pruned network (α = 0)
-  for the same number of epochs. Fine-tuning follows for all."""
-  if method == "alpha_blend":
+  """α-blending and soft pruning walk the schedule; every other method trains its pruned
+  network (α = 0) for the same number of epochs. Fine-tuning follows for all."""
+  if method in STAGED:
     out = [Stage("prune", float(a), epochs_per_stage) for a in alphas]
   else:
     out = [Stage("prune", 0.0, len(alphas) * epochs_per_stage)]
@@ -63,6 +67,8 @@ def initial_params(method: str, form: str, key, teacher_vars, masks, student_ini
     return {"teacher": {}, "student": student, "shared": rest}, fresh, masks
   variables = dict(teacher_vars)
   kernels, rest = blending.split(variables.pop("params"), masks)
+  if method == "soft":  # the teacher's kernels, whole: the pruned entries fade with α
+    return {"teacher": {}, "student": kernels, "shared": rest}, variables, masks
   if method == "one_shot":
     student = blending.init_student(key, kernels, masks, "copy")
     return {"teacher": {}, "student": student, "shared": rest}, variables, masks

@@ -57,7 +57,7 @@ def _keep_pruned_at_zero():
 def make_optimizer(*, optimizer: str = "sgd", learning_rate: float = 1e-3,
                    momentum: float = 0.9, factor: float = 0.1, patience: int = 10,
                    cooldown: int = 0, min_delta: float = 1e-4, min_lr: float = 0.0,
-                   teacher_trainable: bool = False) -> Optimizer:
+                   teacher_trainable: bool = False, pruned_fixed: bool = True) -> Optimizer:
   """Builds the whole chain for `{"teacher", "student", "shared"}` parameters.
 
   A plateau cut scales the whole update, so with SGD the momentum's
@@ -83,7 +83,7 @@ def make_optimizer(*, optimizer: str = "sgd", learning_rate: float = 1e-3,
 
   tx = optax.chain(optax.multi_transform({"train": train, "frozen": optax.set_to_zero()},
                                          labels),
-                   _keep_pruned_at_zero())
+                   _keep_pruned_at_zero() if pruned_fixed else optax.identity())
   return Optimizer(tx, plateau, learning_rate)
 
 

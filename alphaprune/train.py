@@ -246,7 +246,7 @@ def prune_phase(r: Run, teacher, masks,
                 alphas) -> tuple[Phase, steps.TrainState, list[methods.Stage]]:
   """The method's starting state, the phase it trains in, and its stages."""
   c = r.config
-  form = c.blend.form if c.method == "alpha_blend" else "layer"
+  form = {"alpha_blend": c.blend.form, "soft": "soft"}.get(c.method, "layer")
   loss = run_loss(c)
   targets, aux = teacher_targets(loss, r.dataset, r.splits, teacher, step_config(r, r.plain))
   key = rngs.key(c.seed, rngs.STUDENT)
@@ -256,13 +256,14 @@ def prune_phase(r: Run, teacher, masks,
       c.method, form, key, jax.device_get(teacher), masks, c.prune.init, fresh_vars=fresh)
   opt = opt_lib.make_optimizer(optimizer=c.train.optimizer, learning_rate=c.train.learning_rate,
                                momentum=c.train.momentum, teacher_trainable=c.teacher.trainable,
-                               **c.train.plateau)
+                               pruned_fixed=c.method != "soft", **c.train.plateau)
   state = devices.put_replicated(steps.init_state(params, model_state, start_masks, opt.tx,
                                                   c.seed), r.mesh)
   stages = methods.stages(c.method, alphas, c.train.max_epochs_per_stage,
                           c.train.finetune_epochs)
   gmp = gmp_of(c, len(r.dataset.train["label"]), len(alphas)) if c.method == "gmp" else None
-  cfg = step_config(r, models.make_model(c.model, r.dataset.num_classes, form), form=form,
+  model = models.make_model(c.model, r.dataset.num_classes, "block" if form == "block" else "layer")
+  cfg = step_config(r, model, form=form,
                     loss=loss, tx=opt.tx, stream=rngs.DATA_STREAMS["prune"],
                     teacher_model=r.plain, gmp=gmp)
   return make_phase(r, "prune", cfg, opt, targets, aux), state, stages

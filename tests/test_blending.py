@@ -154,3 +154,22 @@ def test_block_form_mid_alpha_mixes_each_units_activated_branches(alpha):
   # The student branch sees its masked kernel: pruned entries of `merged` are zero.
   flat, fm = tree.flatten(merged), tree.flatten(bmasks)
   assert all(np.all(np.asarray(flat[p])[~np.asarray(m)] == 0) for p, m in fm.items())
+
+
+def test_soft_kernel_is_the_blend_with_teacher_and_student_tied():
+  """(M + α(1−M)) ⊙ W: W at α = 1 and M ⊙ W at α = 0 exactly; α·W + (1−α)·M⊙W between."""
+  w = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (5, 4))}}
+  m = {"fc": {"kernel": jax.random.bernoulli(jax.random.key(1), 0.35, (5, 4))}}
+  shared = {"fc": {"bias": jnp.arange(4.0)}}
+  params = {"teacher": {}, "student": w, "shared": shared}
+  one = blend.model_params("soft", 1.0, params, m)
+  zero = blend.model_params("soft", 0.0, params, m)
+  np.testing.assert_array_equal(one["fc"]["kernel"], w["fc"]["kernel"])
+  np.testing.assert_array_equal(zero["fc"]["kernel"], w["fc"]["kernel"] * m["fc"]["kernel"])
+  np.testing.assert_array_equal(zero["fc"]["bias"], shared["fc"]["bias"])
+  for alpha in (0.3, 0.8):
+    got = blend.model_params("soft", alpha, params, m)["fc"]["kernel"]
+    mask = m["fc"]["kernel"].astype(jnp.float32)
+    np.testing.assert_allclose(got, (mask + alpha * (1 - mask)) * w["fc"]["kernel"], rtol=1e-6)
+    tied = blend.blend(alpha, w, w, m, shared)["fc"]["kernel"]
+    np.testing.assert_allclose(got, tied, rtol=1e-6, atol=1e-7)

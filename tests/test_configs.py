@@ -45,7 +45,7 @@ def test_every_smoke_variant_runs_from_the_command_line(path, real_fashion_mnist
   assert summary["wall_seconds"] < 120
 
 
-@pytest.mark.parametrize("variant", ["", "quick", "compare", "cnn", "smoke"])
+@pytest.mark.parametrize("variant", ["", "quick", "compare", "cnn", "cnn_compare", "smoke"])
 def test_every_fashion_mnist_variant_is_valid(variant):
   from alphaprune import config as config_lib
   config_lib.validate(_load(os.path.join(REPO, "configs", "fashion_mnist.py")).get_config(variant))

@@ -1,4 +1,4 @@
-"""Baselines at equal budget: scratch, one_shot, gmp, distill beside alpha_blend."""
+"""Baselines at equal budget: soft, scratch, one_shot, gmp, distill beside alpha_blend."""
 
 import os
 import sys
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alphaprune import checkpoint, devices, losses, masks as masks_lib, methods, models
+from alphaprune import blending, checkpoint, devices, losses, masks as masks_lib, methods, models
 from alphaprune import steps, train, tree
 from alphaprune import optimizer as opt_lib
 
@@ -114,7 +114,8 @@ def test_stages_give_every_method_the_alpha_runs_budget():
   alphas = [0.6, 0.3, 0.0]
   blend = methods.stages("alpha_blend", alphas, 4, 2)
   assert blend == [("prune", 0.6, 4), ("prune", 0.3, 4), ("prune", 0.0, 4), ("finetune", 0.0, 2)]
-  for method in METHODS[1:]:
+  assert methods.stages("soft", alphas, 4, 2) == blend
+  for method in set(METHODS) - set(methods.STAGED):
     assert methods.stages(method, alphas, 4, 2) == [("prune", 0.0, 12), ("finetune", 0.0, 2)]
   assert methods.stages("gmp", alphas, 4, 0) == [("prune", 0.0, 12)]
 
@@ -144,3 +145,28 @@ def test_scratch_never_reads_the_teacher_weights(runs, tmp_path):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert again["pruned_test_accuracy"] == summaries["scratch"]["pruned_test_accuracy"]
+
+
+def test_soft_starts_as_the_teacher_and_trains_its_pruned_weights(runs):
+  """soft: one tensor W from the teacher; at α = 1 exactly the teacher, its pruned entries
+  keep training (scaled by α), and the export is M ⊙ W."""
+  root, summaries = runs
+  teacher, _ = checkpoint.load_model(str(root / "alpha_blend" / "teacher"))
+  ckpt = checkpoint.RunCheckpoints(str(root / "soft" / "checkpoints" / "prune"))
+  first = ckpt.restore(0, None)[0]
+  masks = tree.flatten(first["masks"])
+  at_one = tree.flatten(blending.model_params("soft", 1.0, first["params"], first["masks"]))
+  for path, value in tree.flatten(teacher["params"]).items():
+    np.testing.assert_array_equal(at_one[path], value)  # every parameter, exactly
+  after = ckpt.restore(2, None)[0]  # the end of the first stage (α = 0.5, 2 epochs)
+  for path, mask in masks.items():
+    pruned = ~np.asarray(mask)
+    moved = tree.flatten(after["params"]["student"])[path][pruned] != \
+        np.asarray(tree.flatten(teacher["params"])[path])[pruned]
+    assert moved.mean() > 0.5, path  # the pruned entries train too
+  final, _ = checkpoint.load_model(str(root / "soft" / "export"))
+  last = ckpt.restore(ckpt.steps()[-1], None)[0]
+  for path, mask in masks.items():
+    np.testing.assert_array_equal(tree.flatten(final["params"])[path],
+                                  tree.flatten(last["params"]["student"])[path] * mask)
+  assert summaries["soft"]["alphas"] == summaries["alpha_blend"]["alphas"]
