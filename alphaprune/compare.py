@@ -6,12 +6,14 @@
       [--parallel=N] [--config.KEY=VALUE ...]
 
 A *cell* is one keep ratio with one combination of the grid's values (each
-`--grid` is an axis; several give their product); every (cell, seed, method)
+`--grid` is an axis, several give their product, and `--grid=K1+K2=a+b,c+d`
+varies two keys together); every (cell, seed, method)
 is one run of the ordinary driver in ROOT/<cell>/seed_<k>/<method>, its log
 beside it. Per seed, the `alpha_blend` run of the first cell pretrains the
 teacher and every other run loads it by path, so differences come from the
 methods and settings alone; a grid axis that changes pretraining (model.*,
-data.*, teacher.*, train.momentum, train.plateau.*) gets a teacher per value.
+data.*, teacher.epochs/optimizer/learning_rate, train.momentum, train.plateau.*)
+gets a teacher per value.
 `--config.teacher.checkpoint=PATH` gives every run that teacher instead.
 `NAME_random` is method NAME with random masks (`prune.criterion=random`), the
 control Blalock et al. (2020) ask for. Runs go through `alphaprune.jobs`:
@@ -42,7 +44,8 @@ RANDOM = "_random"  # suffix: the method with random masks
 CONTROLS = ("alpha_blend_random", "one_shot_random")
 DEFAULT_METHODS = METHODS + CONTROLS
 # Grid keys that change the teacher's pretraining: one teacher per value.
-TEACHER_KEYS = ("model.", "data.", "teacher.", "train.momentum", "train.plateau.")
+TEACHER_KEYS = ("model.", "data.", "teacher.epochs", "teacher.optimizer", "teacher.learning_rate",
+                "train.momentum", "train.plateau.")
 # Keys the command line sets itself.
 RESERVED = ("method", "seed", "prune.keep_ratio", "teacher.checkpoint")
 
@@ -90,19 +93,24 @@ def parse_keep_ratios(text: str) -> list[float]:
 
 
 def parse_grid(axes) -> list[tuple[tuple[str, str], ...]]:
-  """['a.b=1,2', 'c=x'] → [(('a.b','1'),('c','x')), (('a.b','2'),('c','x'))]."""
-  parsed = []
+  """Each axis is KEY=V1,V2,... (or KEY1+KEY2=A1+B1,A2+B2,... to vary keys together); the
+  grid is the product of the axes: ['a=1,2', 'b+c=x+y'] → [(a=1, b=x, c=y), (a=2, b=x, c=y)]."""
+  parsed, seen = [], []
   for axis in axes:
-    key, eq, values = axis.partition("=")
-    values = [v for v in values.split(",") if v]
-    if not eq or not key or not values or len(set(values)) != len(values):
-      raise ValueError(f"--grid={axis!r}: give KEY=V1,V2,... with distinct values, e.g. "
-                       "--grid=loss.reduction=mean,sum")
-    if key in RESERVED or key in (k for k, _ in parsed):
-      raise ValueError(f"--grid={axis!r}: {key} is set by compare itself or by an earlier "
+    keys, eq, values = axis.partition("=")
+    keys = keys.split("+")
+    values = [v.split("+") for v in values.split(",") if v]
+    if (not eq or not all(keys) or not values or len(set(map(tuple, values))) != len(values)
+        or any(len(v) != len(keys) for v in values)):
+      raise ValueError(f"--grid={axis!r}: give KEY=V1,V2,... with distinct values (or "
+                       "KEY1+KEY2=A1+B1,A2+B2), e.g. --grid=loss.reduction=mean,sum")
+    bad = [k for k in keys if k in RESERVED or k in seen]
+    if bad:
+      raise ValueError(f"--grid={axis!r}: {bad[0]} is set by compare itself or by an earlier "
                        "--grid (methods: --methods, keep ratios: --keep-ratios, seeds: --seeds)")
-    parsed.append((key, values))
-  return list(itertools.product(*[[(k, v) for v in values] for k, values in parsed]))
+    seen += keys
+    parsed.append([tuple(zip(keys, v)) for v in values])
+  return [sum(cell, ()) for cell in itertools.product(*parsed)]
 
 
 def load_config(spec: str):
@@ -380,7 +388,8 @@ def _parse(argv):
   parser.add_argument("--keep-ratios", default=None,
                       help="e.g. 0.35,0.2,0.1,0.05,0.02 (default: the config's)")
   parser.add_argument("--grid", action="append", default=[],
-                      help="KEY=V1,V2,...: an axis of config settings (repeat for a product)")
+                      help="KEY=V1,V2,...: an axis of config settings (repeat for a product; "
+                           "K1+K2=A1+B1,A2+B2 varies keys together)")
   parser.add_argument("--parallel", type=int, default=1, help="runs at once")
   parser.add_argument("--launcher", default=None,
                       help="command that runs one job (default: this Python, -m alphaprune.main)")

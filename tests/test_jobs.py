@@ -104,9 +104,18 @@ def test_keep_ratios_and_grid_cells_each_get_every_method_and_the_right_teacher(
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
 
 
+def test_grid_axes_multiply_and_joined_keys_vary_together():
+  grid = compare.parse_grid(["a.b=1,2", "c+d=x+y,z+w"])
+  assert grid == [(("a.b", "1"), ("c", "x"), ("d", "y")), (("a.b", "1"), ("c", "z"), ("d", "w")),
+                  (("a.b", "2"), ("c", "x"), ("d", "y")), (("a.b", "2"), ("c", "z"), ("d", "w"))]
+  assert compare.parse_grid([]) == [()]
+
+
 @pytest.mark.parametrize("extra,needle", [
     (["--grid=nosuch.key=1,2"], "no config key 'nosuch.key'"),
     (["--grid=loss.reduction"], "--grid='loss.reduction': give KEY=V1,V2"),
+    (["--grid=loss.kind+loss.reduction=regression+sum,classification"], "KEY1+KEY2"),
+    (["--grid=loss.kind=regression", "--grid=seed+loss.kind=1+regression"], "set by compare"),
     (["--grid=prune.keep_ratio=0.1,0.2"], "set by compare itself"),
     (["--keep-ratios=0.35,1.5"], "--keep-ratios='0.35,1.5'"),
     (["--keep-ratios=0.1", "--config.prune.keep_ratio=0.2"], "give keep ratios once"),
