@@ -275,13 +275,16 @@ def plot_curve(stats: list[dict], path: str) -> None:
   t = mean_std(teachers)
   ax.axhspan(t["mean"] - t["std"], t["mean"] + t["std"], color="C3", alpha=0.15, lw=0)
   ax.axhline(t["mean"], color="C3", ls="--", lw=1, label=f"dense teacher {t['mean']:.4f}")
+  by_method = not any(s["settings"] for s in stats)  # a colour per method, random dotted
   for i, row in enumerate(rows.values()):
     row = sorted(row, key=lambda s: s["keep_ratio"])
-    random = row[0]["method"].endswith(RANDOM)
+    method = row[0]["method"]
+    random = method.endswith(RANDOM)
+    colour = METHODS.index(method[:-len(RANDOM)] if random else method) if by_method else i
     ax.errorbar([s["kept_fraction"]["mean"] for s in row],
                 [s["pruned_test_accuracy"]["mean"] for s in row],
                 yerr=[s["pruned_test_accuracy"]["std"] for s in row], capsize=3,
-                marker="o", ms=4, ls=":" if random else "-", color=f"C{i % 10}",
+                marker="o", ms=4, ls=":" if random else "-", color=f"C{colour % 10}",
                 lw=2.2 if row[0]["method"] == "alpha_blend" else 1.2, label=_label(row[0]))
   ax.set_xscale("log")
   keeps = sorted({s["keep_ratio"] for s in stats})
