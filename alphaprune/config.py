@@ -13,10 +13,11 @@ import ml_collections
 from alphaprune import losses, masks, methods, models, optimizer, schedules, usermodels
 
 METHODS = methods.METHODS
+SIZES = ("cpu", "accelerator")
 # Keys that may differ when a run resumes in an existing workdir: where data
 # lives, how often to checkpoint, how much to print. Anything else would make
 # the resumed run a different experiment.
-SAFE_TO_CHANGE = ("data.data_dir", "data.manual_dir", "data.download",
+SAFE_TO_CHANGE = ("sized_for", "data.data_dir", "data.manual_dir", "data.download",
                   "data.eval_batch_size", "checkpoint.every_epochs", "checkpoint.keep",
                   "report.enabled")
 
@@ -29,6 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.method = "alpha_blend"
+  # "accelerator": sized for a GPU or TPU; the driver warns when it finds only a CPU.
+  c.sized_for = "cpu"
 
   c.data = dict(name="fashion_mnist", data_dir="", manual_dir="/usr/share/datasets/fashion-mnist",
                 download=True, val_fraction=0.1, batch_size=128, eval_batch_size=1000,
@@ -72,6 +75,7 @@ def _positive(value, key, integer=False):
 def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   """Raises ConfigError (one line) on the first problem found."""
   _choice(c.method, METHODS, "method")
+  _choice(c.sized_for, SIZES, "sized_for")
   if not isinstance(c.seed, int) or c.seed < 0:
     raise ConfigError(f"seed={c.seed!r} must be a non-negative integer")
   for check in (_check_data, _check_model, _check_pruning, _check_schedule, _check_training,

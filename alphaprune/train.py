@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from typing import NamedTuple
 
@@ -88,6 +89,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   dataset, plain, alphas = preflight(config, workdir)
   with workdir_lib.lock(workdir):  # nothing is written before this line
     workdir_lib.write_config(config, workdir)
+    check_platform(config)
     _print(schedules.describe(alphas))
     mesh = devices.make_mesh()
     r = Run(config, workdir, dataset, plain, place(dataset, config.data.eval_batch_size, mesh),
@@ -121,6 +123,18 @@ def preflight(config, workdir) -> tuple[data.Dataset, models.nn.Module, list[flo
   plain = models.make_model(config.model, dataset.num_classes)
   check_teacher(config, plain, dataset.image_shape)
   return dataset, plain, schedule_of(config)
+
+
+def check_platform(config) -> None:
+  """Says where the run trains; warns when a config sized for a GPU or TPU finds only a CPU
+  (a plain `pip install` brings a CPU-only jaxlib)."""
+  backend = jax.default_backend()
+  _print(f"platform: {backend}, {jax.device_count()} device(s) in {jax.process_count()} "
+         "process(es)")
+  if config.sized_for == "accelerator" and backend == "cpu" and devices.is_primary():
+    print("warning: this config is sized for a GPU or TPU (sized_for=accelerator) but JAX "
+          "found only the CPU; on a GPU or TPU machine install with pip install -e '.[cuda]' "
+          "or -e '.[tpu]', or run a smoke variant", file=sys.stderr, flush=True)
 
 
 def check_teacher(config, model, image_shape) -> None:

@@ -19,6 +19,7 @@ from alphaprune.config import base_config
 
 def get_config(variant: str = ""):
   c = base_config()
+  c.sized_for = "accelerator"  # the driver warns if it finds only a CPU
   c.data.name = "cifar10"
   c.data.batch_size = 128
   c.model.name = "vgg"
@@ -44,6 +45,7 @@ def get_config(variant: str = ""):
     c.loss.target = "teacher"
     c.loss.reduction = "mean"
   elif variant == "smoke":
+    c.sized_for = "cpu"
     c.data.name = "fashion_mnist"
     c.data.max_examples = 512
     c.data.batch_size = 16

@@ -47,7 +47,9 @@ def test_tpu_vm_runs_on_every_worker_with_distributed_on(tmp_path):
   assert args[1:7] == ["compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone=us-central2-b"]
   assert "--worker=all" in args
   command = [a for a in args if a.startswith("--command=")][0]
-  assert "ALPHAPRUNE_DISTRIBUTED=1 python3 -m alphaprune.main" in command
+  # Every worker installs the TPU jaxlib first (a plain install trains on the host CPU).
+  assert "python3 -m pip install -q -e '.[tpu]' && ALPHAPRUNE_DISTRIBUTED=1 python3 -m " \
+      "alphaprune.main" in command
   assert "--config=configs/reference.py --workdir=/mnt/shared/run --config.seed=2" in command
 
 
