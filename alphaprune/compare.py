@@ -273,8 +273,9 @@ def plot_curve(stats: list[dict], path: str) -> None:
   fig, ax = plt.subplots(figsize=(8, 5))
   teachers = [v for s in stats for v in s["teacher_test_accuracy"]["values"]]
   t = mean_std(teachers)
-  ax.axhspan(t["mean"] - t["std"], t["mean"] + t["std"], color="C3", alpha=0.15, lw=0)
-  ax.axhline(t["mean"], color="C3", ls="--", lw=1, label=f"dense teacher {t['mean']:.4f}")
+  ax.axhspan(t["mean"] - t["std"], t["mean"] + t["std"], color="0.5", alpha=0.2, lw=0)
+  ax.axhline(t["mean"], color="k", ls="--", lw=1,
+             label=f"dense teacher {t['mean']:.4f} ± {t['std']:.4f}")
   by_method = not any(s["settings"] for s in stats)  # a colour per method, random dotted
   for i, row in enumerate(rows.values()):
     row = sorted(row, key=lambda s: s["keep_ratio"])
