@@ -64,25 +64,30 @@ def _cells_of(markdown: str) -> dict:
 
 
 def test_a_real_smoke_grid_tabulates_its_runs(tmp_path):
-  """The real driver (TFDS mock data) over two keep ratios: every table cell is its run's
-  summary, and every run used the one teacher the first alpha_blend pretrained."""
+  """The real driver (TFDS mock data) over two keep ratios and a grid axis: every table cell
+  is its run's summary, and every run used the one teacher the first alpha_blend pretrained."""
   launcher = f"{sys.executable} {os.path.join(REPO, 'tests', 'mock_main.py')}"
   code = compare.main([f"--config={REPO}/configs/fashion_mnist.py:smoke", "--seeds=0",
                        f"--workdir={tmp_path}", "--methods=alpha_blend,soft",
-                       "--keep-ratios=0.5,0.2", "--parallel=2", f"--launcher={launcher}",
+                       "--keep-ratios=0.5,0.2", "--grid=prune.scope=global", "--parallel=2",
+                       f"--launcher={launcher}",
                        f"--config.data.data_dir={tmp_path}/tfds", "--config.data.manual_dir="])
-  assert code == 0, (tmp_path / "keep_0.2" / "seed_0" / "soft.log").read_text()[-2000:]
+  cell = "keep_{:g},prune.scope=global".format
+  assert code == 0, (tmp_path / cell(0.2) / "seed_0" / "soft.log").read_text()[-2000:]
   cells = _cells_of((tmp_path / "compare.md").read_text())
   assert len(cells) == 4
   teachers = set()
-  for (method, keep), (mean, std, gap) in cells.items():
-    with open(tmp_path / f"keep_{keep:g}" / "seed_0" / method / "summary.json") as f:
-      s = json.load(f)
+  for (label, keep), (mean, std, gap) in cells.items():
+    method, settings = label.split(" ", 1)
+    assert settings == "(prune.scope=global)"
+    run = tmp_path / cell(keep) / "seed_0" / method
+    s = json.loads((run / "summary.json").read_text())
+    assert json.loads((run / "config.json").read_text())["prune"]["scope"] == "global"
     assert (mean, std) == (round(s["pruned_test_accuracy"], 4), 0.0)
     assert gap == pytest.approx(s["pruned_test_accuracy"] - s["teacher_test_accuracy"],
                                 abs=1e-4)
     assert abs(s["kept_prunable_params"] / s["prunable_params"] - keep) < 0.01
     teachers.add(s["teacher_test_accuracy"])
   assert len(teachers) == 1
-  for name in ("compare.png", "losses.png"):
+  for name in ("compare.png", "losses.png", "epochs.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
