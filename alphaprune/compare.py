@@ -1,4 +1,4 @@
-"""Methods × keep ratios × a grid of settings × seeds, at equal budget: `python -m alphaprune.compare`.
+"""Methods × keep ratios × a grid of settings × seeds at equal budget: `alphaprune.compare`.
 
   python -m alphaprune.compare --config=configs/fashion_mnist.py:compare --seeds=0-2 \
       --keep-ratios=0.35,0.2,0.1,0.05,0.02 --workdir=runs/curve \
@@ -7,14 +7,14 @@
 
 A *cell* is one keep ratio with one combination of the grid's values (each
 `--grid` is an axis, several give their product, and `--grid=K1+K2=a+b,c+d`
-varies two keys together); every (cell, seed, method)
-is one run of the ordinary driver in ROOT/<cell>/seed_<k>/<method>, its log
-beside it. Per seed, the `alpha_blend` run of the first cell pretrains the
-teacher and every other run loads it by path, so differences come from the
-methods and settings alone; a grid axis that changes pretraining (model.*,
-data.*, teacher.epochs/optimizer/learning_rate, train.momentum, train.plateau.*)
-gets a teacher per value.
-`--config.teacher.checkpoint=PATH` gives every run that teacher instead.
+varies two keys together); every (cell, seed, method) is one run of the
+ordinary driver in ROOT/<cell>/seed_<k>/<method>, its log beside it. Per
+seed, the `alpha_blend` run of the first cell pretrains the teacher and every
+other run loads it by path, so differences come from the methods and settings
+alone; a grid axis that changes pretraining (model.*, data.*,
+teacher.epochs/optimizer/learning_rate, train.momentum, train.plateau.*) gets
+a teacher per value. `--config.teacher.checkpoint=PATH` gives every run that
+teacher instead.
 `NAME_random` is method NAME with random masks (`prune.criterion=random`), the
 control Blalock et al. (2020) ask for. Runs go through `alphaprune.jobs`:
 finished ones are skipped, unfinished ones resume.
@@ -60,10 +60,6 @@ class Cell(NamedTuple):
   def name(self) -> str:  # its folder under the root
     parts = [f"keep_{self.keep:g}"] + [f"{k}={v}" for k, v in self.settings]
     return ",".join(parts).replace(os.sep, "_")
-
-  @property
-  def label(self) -> str:  # the grid part alone, for tables and legends
-    return ", ".join(f"{k}={v}" for k, v in self.settings)
 
   def teacher_key(self) -> tuple:
     return tuple((k, v) for k, v in self.settings if k.startswith(TEACHER_KEYS))
@@ -155,10 +151,11 @@ def job(root: str, config: str, cell: Cell, seed: int, method: str, overrides,
 
 
 def plan(root: str, config: str, cells, seeds, methods, overrides) -> tuple[list, list]:
-  """(teacher jobs, the others): per seed and teacher setting, the first cell's alpha_blend
-  pretrains the teacher the others load; with a given teacher there are no teacher jobs."""
+  """(teacher jobs, [(its teacher job or None, job), ...]): per seed and teacher setting, the
+  first cell's alpha_blend pretrains the teacher the others load; with a given teacher
+  (--config.teacher.checkpoint) there are no teacher jobs."""
   if any(o.startswith("--config.teacher.checkpoint=") for o in overrides):
-    return [], [job(root, config, c, s, m, overrides, None)
+    return [], [(None, job(root, config, c, s, m, overrides, None))
                 for s in seeds for c in cells for m in methods]
   firsts = {}
   for c in cells:
@@ -414,10 +411,8 @@ def _parse(argv):
                    if o.startswith("--config.prune.keep_ratio=")]
   if keep_override and args.keep_ratios:
     raise ValueError("give keep ratios once: --keep-ratios or --config.prune.keep_ratio")
-  config = load_config(args.config) if args.grid or not (args.keep_ratios or keep_override) \
-      else None
-  if args.grid:
-    check_keys(config, [k for k, _ in grid[0]])
+  config = load_config(args.config)
+  check_keys(config, [k for k, _ in grid[0]])
   text = args.keep_ratios or (keep_override[-1] if keep_override else
                               str(config.prune.keep_ratio))
   cells = [Cell(k, settings) for k in parse_keep_ratios(text) for settings in grid]
@@ -433,9 +428,8 @@ def main(argv=None) -> int:
   launcher = shlex.split(args.launcher) if args.launcher else default_launcher()
   teachers, others = plan(args.workdir, args.config, cells, seeds, methods, overrides)
   codes = run_jobs(teachers, launcher, args.parallel)
-  if teachers:
-    others = [j for provider, j in others if codes[provider.name] == 0]
-  codes.update(run_jobs(others, launcher, args.parallel))
+  ready = [j for provider, j in others if provider is None or codes[provider.name] == 0]
+  codes.update(run_jobs(ready, launcher, args.parallel))
   stats = write(args.workdir, cells, methods, seeds)
   if stats:
     print(table(stats))

@@ -58,7 +58,8 @@ def make_optimizer(*, optimizer: str = "sgd", learning_rate: float = 1e-3,
                    momentum: float = 0.9, factor: float = 0.1, patience: int = 10,
                    cooldown: int = 0, min_delta: float = 1e-4, min_lr: float = 0.0,
                    teacher_trainable: bool = False, pruned_fixed: bool = True) -> Optimizer:
-  """Builds the whole chain for `{"teacher", "student", "shared"}` parameters.
+  """Builds the whole chain for `{"teacher", "student", "shared"}` parameters. With
+  `pruned_fixed` (every method but `soft`) the student's pruned weights never move.
 
   A plateau cut scales the whole update, so with SGD the momentum's
   contribution is scaled at once too (as in optax and PyTorch); Keras's SGD
