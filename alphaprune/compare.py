@@ -20,7 +20,8 @@ control Blalock et al. (2020) ask for. Runs go through `alphaprune.jobs`:
 finished ones are skipped, unfinished ones resume.
 
 Writes ROOT/compare.json, ROOT/compare.md (accuracy, std and gap to the
-teacher per method × keep ratio), ROOT/compare.png (test accuracy against the
+teacher per method × keep ratio; per cell also the final validation ÷ training
+loss and how far the validation loss ended above its best), ROOT/compare.png (test accuracy against the
 fraction of weights kept, log axis, the teacher as a band), ROOT/losses.png
 (train and validation loss per epoch of each cell's α-run) and, with a grid,
 ROOT/epochs.png (accuracy against the epochs each cell trained).
@@ -175,15 +176,32 @@ def plan(root: str, config: str, cells, seeds, methods, overrides) -> tuple[list
 
 # ------------------------------------------------------------------ results
 
+def loss_ends(workdir: str) -> dict:
+  """The pruning phase's last training and validation loss and its lowest validation loss
+  (from metrics.jsonl; empty if there is none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    history = [h for h in map(json.loads, filter(str.strip, f))
+               if h["phase"] in ("prune", "finetune")]
+  if not history:
+    return {}
+  return {"final_train_loss": history[-1]["train_loss"],
+          "final_val_loss": history[-1]["val_loss"],
+          "best_val_loss": min(h["val_loss"] for h in history)}
+
+
 def collect(root: str, cells, methods, seeds) -> dict:
-  """{(cell, method): {seed: summary}} of the finished runs."""
+  """{(cell, method): {seed: summary, with the losses' ends}} of the finished runs."""
   out = {}
   for c in cells:
     for m in methods:
       for s in seeds:
-        summary = read_summary(run_dir(root, c, s, m))
+        workdir = run_dir(root, c, s, m)
+        summary = read_summary(workdir)
         if summary is not None:
-          out.setdefault((c, m), {})[s] = summary
+          out.setdefault((c, m), {})[s] = {**summary, **loss_ends(workdir)}
   return out
 
 
@@ -191,6 +209,7 @@ def aggregate(by_seed: dict) -> dict:
   """Mean ± std over seeds of one (cell, method)'s summaries."""
   runs = [by_seed[s] for s in sorted(by_seed)]
   stat = lambda key: mean_std(r[key] for r in runs)
+  has_losses = all("final_val_loss" in r for r in runs)
   return {
       "seeds": sorted(by_seed),
       "pruned_test_accuracy": stat("pruned_test_accuracy"),
@@ -203,6 +222,12 @@ def aggregate(by_seed: dict) -> dict:
       "params_total_before": stat("params_total_before"),
       "epochs_total": stat("epochs_total"),
       "wall_seconds": stat("wall_seconds"),
+      # Overfitting: the last validation loss over the last training loss, and how far the
+      # validation loss ended above its best (None where a run has no metrics.jsonl).
+      "val_over_train_loss": mean_std(r["final_val_loss"] / r["final_train_loss"]
+                                      for r in runs) if has_losses else None,
+      "val_loss_above_best": mean_std(r["final_val_loss"] / r["best_val_loss"] - 1
+                                      for r in runs) if has_losses else None,
   }
 
 
@@ -219,6 +244,10 @@ def _row_key(s: dict) -> tuple:
 def _label(s: dict) -> str:
   settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items())
   return f"{s['method']} ({settings})" if settings else s["method"]
+
+
+def _fmt(stat, spec: str) -> str:
+  return "–" if stat is None else format(stat["mean"], spec)
 
 
 def table(stats: list[dict]) -> str:
@@ -240,15 +269,17 @@ def table(stats: list[dict]) -> str:
           f"({s['gap_to_teacher']['mean']:+.4f})"))
     lines.append(f"| {_label(first)} | " + " | ".join(entries) + " |")
   lines += ["", "| keep | method | pruned test accuracy | gap to teacher | teacher | "
-            "kept / total params | epochs after pretraining | wall time (s) | seeds |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "kept / total params | epochs after pretraining | val ÷ train loss at the end | "
+            "val loss above its best | wall time (s) | seeds |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for s in stats:
     acc, gap, t = s["pruned_test_accuracy"], s["gap_to_teacher"], s["teacher_test_accuracy"]
     lines.append(
         f"| {s['keep_ratio']:g} | {_label(s)} | {acc['mean']:.4f} ± {acc['std']:.4f} | "
         f"{gap['mean']:+.4f} ± {gap['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
         f"{s['params_total_after']['mean']:.0f} / {s['params_total_before']['mean']:.0f} | "
-        f"{s['epochs_total']['mean']:.0f} | {s['wall_seconds']['mean']:.0f} | "
+        f"{s['epochs_total']['mean']:.0f} | {_fmt(s['val_over_train_loss'], '.2f')} | "
+        f"{_fmt(s['val_loss_above_best'], '+.0%')} | {s['wall_seconds']['mean']:.0f} | "
         f"{len(s['seeds'])} |")
   return "\n".join(lines)
 

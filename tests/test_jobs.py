@@ -100,6 +100,9 @@ def test_keep_ratios_and_grid_cells_each_get_every_method_and_the_right_teacher(
   s = _stat(stats, "one_shot_random", 0.05, **{"loss.reduction": "sum", "teacher.epochs": "2"})
   assert s["pruned_test_accuracy"]["mean"] == pytest.approx(0.5 + 0.2 + 0.005 + 0.001)
   assert s["kept_fraction"]["mean"] == pytest.approx(0.05)
+  # fake_main's losses: train 1/e, validation 1.1/e over epochs 1–4, so it ends at its best.
+  assert s["val_over_train_loss"]["mean"] == pytest.approx(1.1)
+  assert s["val_loss_above_best"]["mean"] == pytest.approx(0.0)
   for name in ("compare.png", "losses.png", "epochs.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
 
