@@ -179,12 +179,10 @@ def plan(root: str, config: str, cells, seeds, methods, overrides) -> tuple[list
 def loss_ends(workdir: str) -> dict:
   """The pruning phase's last training and validation loss and its lowest validation loss
   (from metrics.jsonl; empty if there is none)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  from alphaprune import report
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
     return {}
-  with open(path) as f:
-    history = [h for h in map(json.loads, filter(str.strip, f))
-               if h["phase"] in ("prune", "finetune")]
+  history = [h for h in report.read_history(workdir) if h["phase"] in ("prune", "finetune")]
   if not history:
     return {}
   return {"final_train_loss": history[-1]["train_loss"],

@@ -23,6 +23,16 @@ The default is LeNet-300-100; `--config.model.name=lenet5` switches to LeNet-5.
 from alphaprune.config import base_config
 
 
+def _linear(c, *, teacher_epochs, stages, epochs_per_stage, finetune_epochs):
+  """A short run: the teacher, `stages` linear α-stages of `epochs_per_stage` epochs, then
+  fine-tuning."""
+  c.teacher.epochs = teacher_epochs
+  c.schedule.kind = "linear"
+  c.schedule.num_stages = stages
+  c.train.max_epochs_per_stage = epochs_per_stage
+  c.train.finetune_epochs = finetune_epochs
+
+
 def get_config(variant: str = ""):
   c = base_config()
   c.data.name = "fashion_mnist"
@@ -43,32 +53,16 @@ def get_config(variant: str = ""):
   c.train.plateau.patience = 2
   c.train.plateau.factor = 0.5
   if variant == "quick":
-    c.teacher.epochs = 15
-    c.schedule.kind = "linear"
-    c.schedule.num_stages = 5
-    c.train.max_epochs_per_stage = 3
-    c.train.finetune_epochs = 10
+    _linear(c, teacher_epochs=15, stages=5, epochs_per_stage=3, finetune_epochs=10)
   elif variant == "compare":
-    c.teacher.epochs = 15
-    c.schedule.kind = "linear"
-    c.schedule.num_stages = 4
-    c.train.max_epochs_per_stage = 2
-    c.train.finetune_epochs = 4
+    _linear(c, teacher_epochs=15, stages=4, epochs_per_stage=2, finetune_epochs=4)
     c.report.enabled = False
   elif variant == "cnn":
     c.model.name = "cnn"  # channels (16, 32), fc (128,): models.CNN's defaults
-    c.teacher.epochs = 10
-    c.schedule.kind = "linear"
-    c.schedule.num_stages = 5
-    c.train.max_epochs_per_stage = 2
-    c.train.finetune_epochs = 4
+    _linear(c, teacher_epochs=10, stages=5, epochs_per_stage=2, finetune_epochs=4)
   elif variant == "cnn_compare":
     c.model.name = "cnn"
-    c.teacher.epochs = 10
-    c.schedule.kind = "linear"
-    c.schedule.num_stages = 2
-    c.train.max_epochs_per_stage = 1
-    c.train.finetune_epochs = 1
+    _linear(c, teacher_epochs=10, stages=2, epochs_per_stage=1, finetune_epochs=1)
     c.report.enabled = False
   elif variant == "smoke":
     c.data.batch_size = 32
