@@ -1,8 +1,11 @@
 """The one module that touches orbax: run checkpoints and standalone models.
 
-Run checkpoints hold the whole train state (a pytree) and, as JSON, the
-metrics history. They are written after every `every_epochs` epochs and at
-the end of every stage; the latest `keep` are kept, and stage ends forever.
+Run checkpoints hold the whole train state (a pytree), as JSON the metrics
+history, and on the streamed pipeline the Grain iterator's state (one file per
+process). Each is numbered by the optimizer steps taken in its phase. They are
+written after every `every_epochs` epochs, every `every_steps` steps (streamed),
+at the end of every stage and on SIGTERM; the latest `keep` are kept, and stage
+ends forever.
 Restoring walks back from the latest, skipping (with a warning) any
 checkpoint that cannot be read, e.g. one left half-written by a killed run.
 """
@@ -17,6 +20,7 @@ import shutil
 import time
 from typing import Any, Sequence
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
@@ -36,7 +40,7 @@ class _LatestAndStageEnds(pp.PreservationPolicy):
 
 
 class RunCheckpoints:
-  """Checkpoints of one phase of a run, in `directory`, one per epoch count."""
+  """Checkpoints of one phase of a run, in `directory`, one per optimizer step count."""
 
   def __init__(self, directory: str, keep: int = 2):
     self.directory = os.path.abspath(directory)
@@ -52,14 +56,18 @@ class RunCheckpoints:
             preservation_policy=self._policy, enable_async_checkpointing=False,
             create=True, cleanup_tmp_directories=True))
 
-  def save(self, step: int, state: Any, meta: dict, stage_end: bool = False) -> None:
+  def save(self, step: int, state: Any, meta: dict, stage_end: bool = False,
+           data: Any = None) -> None:
+    """`data`: a Grain iterator whose state is saved with the train state."""
     if stage_end:
       self._policy.stage_ends.add(int(step))
     if stage_end and jax.process_index() == 0:
       with open(self._stage_ends_path, "w") as f:
         json.dump(sorted(self._policy.stage_ends), f)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+    if data is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     self._manager.wait_until_finished()
 
   def steps(self) -> list[int]:
@@ -70,8 +78,13 @@ class RunCheckpoints:
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
-  def restore_latest(self, target: Any) -> tuple[Any, dict] | None:
-    """The newest readable checkpoint, or None if there is none.
+  def restore_data(self, step: int, iterator: Any) -> Any:
+    """`iterator` (Grain) set to the state saved with checkpoint `step`."""
+    return self._manager.restore(step, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointRestore(iterator)))["data"]
+
+  def restore_latest(self, target: Any) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest readable checkpoint, or None if there is none.
 
     Unreadable newer ones are moved to `<directory>.unreadable/` (kept for a
     post-mortem) so that the resumed run can write those steps again.
@@ -80,7 +93,7 @@ class RunCheckpoints:
     restored = None
     for step in reversed(self.steps()):
       try:
-        restored = self.restore(step, target)
+        restored = (step, *self.restore(step, target))
         break
       except Exception as e:  # corrupt or half-written: fall back to the one before
         logging.warning("checkpoint %d in %s cannot be read (%s: %s); trying the one before",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from alphaprune import losses, masks, methods, models, optimizer, schedules, usermodels
+from alphaprune import data, losses, masks, methods, models, optimizer, schedules, usermodels
 
 METHODS = methods.METHODS
 SIZES = ("cpu", "accelerator")
@@ -18,8 +18,10 @@ SIZES = ("cpu", "accelerator")
 # lives, how often to checkpoint, how much to print. Anything else would make
 # the resumed run a different experiment.
 SAFE_TO_CHANGE = ("sized_for", "data.data_dir", "data.manual_dir", "data.download",
-                  "data.eval_batch_size", "checkpoint.every_epochs", "checkpoint.keep",
+                  "data.eval_batch_size", "data.read_threads", "data.prefetch",
+                  "checkpoint.every_epochs", "checkpoint.every_steps", "checkpoint.keep",
                   "report.enabled")
+PIPELINES = ("auto", "device", "stream")
 
 
 class ConfigError(ValueError):
@@ -33,9 +35,16 @@ def base_config() -> ml_collections.ConfigDict:
   # "accelerator": sized for a GPU or TPU; the driver warns when it finds only a CPU.
   c.sized_for = "cpu"
 
+  # pipeline: "device" holds the splits in device memory; "stream" reads them batch by batch
+  # (Grain); "auto" picks device when they fit comfortably. image_size: the square size the
+  # model sees, for datasets whose images vary in size (0: the dataset's own). augment: auto,
+  # none, pad_crop_flip (CIFAR) or inception_crop_flip (ImageNet). Streamed: `workers` Grain
+  # processes (0: threads of the run's own), `read_threads` each, `prefetch` batches ahead.
   c.data = dict(name="fashion_mnist", data_dir="", manual_dir="/usr/share/datasets/fashion-mnist",
                 download=True, val_fraction=0.1, batch_size=128, eval_batch_size=1000,
-                max_examples=0)  # max_examples: per split, 0 = all (smoke runs)
+                max_examples=0,  # per split, 0 = all (smoke runs)
+                pipeline="auto", image_size=0, augment="auto", workers=0, read_threads=2,
+                prefetch=4)
   # name: a built-in model, or a user's `package.module:Name` / `path/to/file.py:Name`
   # (Linen or NNX), built with `num_classes` and `kwargs`.
   c.model = dict(name="lenet5", hidden=(300, 100), depth=11, width=1.0, kwargs={})
@@ -54,7 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Gradual magnitude pruning (method=gmp): masks recomputed every `update_every`
   # steps over the first `prune_fraction` of the budget, then fine-tuning.
   c.gmp = dict(update_every=50, prune_fraction=0.5, initial_sparsity=0.0)
-  c.checkpoint = dict(every_epochs=1, keep=2)
+  # every_steps > 0: also every that many steps (streamed pipeline), for long epochs.
+  c.checkpoint = dict(every_epochs=1, every_steps=0, keep=2)
   c.report = dict(enabled=True)
   return c
 
@@ -93,6 +103,22 @@ def _check_data(c, device_count):
   if not isinstance(c.data.max_examples, int) or c.data.max_examples < 0:
     raise ConfigError(f"data.max_examples={c.data.max_examples!r} must be a whole number >= 0 "
                       "(0 = every example)")
+  _choice(c.data.pipeline, PIPELINES, "data.pipeline")
+  _choice(c.data.augment, ("auto",) + data.AUGMENTATIONS, "data.augment")
+  for key in ("image_size", "workers", "read_threads"):
+    if not isinstance(c.data[key], int) or c.data[key] < 0:
+      raise ConfigError(f"data.{key}={c.data[key]!r} must be a whole number >= 0")
+  _positive(c.data.prefetch, "data.prefetch", integer=True)
+  if c.data.pipeline == "device" and c.data.augment == "inception_crop_flip":
+    raise ConfigError("data.augment=inception_crop_flip runs on the host; use "
+                      "data.pipeline=stream")
+  if c.data.pipeline == "stream" and c.loss.reduction == "per_logit":
+    raise ConfigError("loss.reduction=per_logit needs the training set's target variance, "
+                      "computed on the device pipeline only; use data.pipeline=device or "
+                      "loss.reduction=mean")
+  if c.data.pipeline == "device" and c.checkpoint.every_steps:
+    raise ConfigError("checkpoint.every_steps needs data.pipeline=stream (the device pipeline "
+                      "trains an epoch as one compiled loop); set it to 0 or stream the data")
   for key in ("batch_size", "eval_batch_size"):
     if c.data[key] % device_count:
       raise ConfigError(f"data.{key}={c.data[key]} is not divisible by the {device_count} "
@@ -181,6 +207,9 @@ def _check_training(c, device_count):
     raise ConfigError(f"train.plateau.min_lr={t.plateau.min_lr} must be in "
                       f"[0, train.learning_rate={t.learning_rate})")
   _positive(c.checkpoint.every_epochs, "checkpoint.every_epochs", integer=True)
+  if not isinstance(c.checkpoint.every_steps, int) or c.checkpoint.every_steps < 0:
+    raise ConfigError(f"checkpoint.every_steps={c.checkpoint.every_steps!r} must be a whole "
+                      "number >= 0 (0 = at epoch ends only)")
   _positive(c.checkpoint.keep, "checkpoint.keep", integer=True)
 
 

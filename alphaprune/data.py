@@ -1,25 +1,33 @@
-"""Datasets: the one module that touches TFDS, and on-device batching.
+"""Datasets: the one module that touches TFDS. Reading never imports TensorFlow.
 
-`load()` returns numpy arrays (uint8 NHWC images, int32 labels) for train /
-validation / test. The validation split is a seeded fraction held out of the
-training split; the test split is for the final evaluation only.
+Every split is read by index through TFDS's ArrayRecord data source
+(`builder.as_data_source`), which decodes examples with NumPy alone. `open_source()`
+finds a prepared dataset and says which rows train, validate and test;
+`read()` fetches rows; `load()` reads whole splits into NumPy for the on-device
+pipeline (uint8 NHWC images, int32 labels); `stream` feeds larger datasets
+batch by batch from the same source. The validation split is a seeded fraction
+held out of the training split; the test split is for the final evaluation only.
 
-Offline, Fashion-MNIST is built as a real TFDS dataset from a folder of IDX
-files (by default Debian's `dataset-fashion-mnist`). TFDS's own builder would
-reject those files (their gzip bytes differ from upstream), so we decode them
-and store the arrays with `tfds.dataset_builders.store_as_tfds_dataset`.
+Preparing a dataset is the one step that may import TensorFlow (TFDS serialises
+examples with it), once, with its start-up lines silenced. Offline,
+Fashion-MNIST is built as a real TFDS dataset from a folder of IDX files (by
+default Debian's `dataset-fashion-mnist`): TFDS's own builder would reject those
+files (their gzip bytes differ from upstream), so we decode them and store the
+arrays with `tfds.dataset_builders.store_as_tfds_dataset`.
 
-Batches never leave the device: each epoch's order is a permutation drawn
-from (seed, epoch) inside jit, and CIFAR augmentation (pad-4 crop, flip) runs
-there too.
+On device, each epoch's order is a permutation drawn from (seed, epoch) inside
+jit, and CIFAR augmentation (pad-4 crop, flip) runs there too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import gzip
 import os
 import struct
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +36,8 @@ import numpy as np
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-LOCAL_NAME, LOCAL_VERSION = "fashion_mnist_idx", "1.0.0"
+# 2.0.0: ArrayRecord files of raw uint8 tensors (1.0.0 held PNG-encoded TFRecords).
+LOCAL_NAME, LOCAL_VERSION = "fashion_mnist_idx", "2.0.0"
 
 # Per-dataset (mean, std) of pixel values in [0, 1].
 NORMALISATION = {
@@ -36,8 +45,13 @@ NORMALISATION = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-AUGMENTED = ("cifar10", "cifar100")
+PAD_CROP_DATASETS = ("cifar10", "cifar100")
+# none; pad_crop_flip (CIFAR: 4-pixel pad, random crop, flip); inception_crop_flip
+# (ImageNet: random resized crop and flip for training, resize and centre crop to evaluate).
+AUGMENTATIONS = ("none", "pad_crop_flip", "inception_crop_flip")
+STATS_SAMPLE = 10_000  # training images that estimate (mean, std) for other datasets
 
 
 class DataError(Exception):
@@ -57,6 +71,48 @@ class Dataset:
   @property
   def image_shape(self) -> tuple[int, ...]:
     return tuple(self.train["image"].shape[1:])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Source:
+  """A prepared TFDS dataset and the rows of it each split uses.
+
+  `rows[split]` index the TFDS split `tfds_split[split]` (validation rows are
+  held out of TFDS's train split). `image_shape` is what the model sees; `None`
+  in `stored_shape` marks image sizes that vary from example to example.
+  """
+
+  name: str
+  builder: Any
+  rows: dict[str, np.ndarray]
+  num_classes: int
+  stored_shape: tuple
+  image_shape: tuple[int, ...]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment: str
+  tfds_split: dict[str, str] = dataclasses.field(
+      default_factory=lambda: {"train": "train", "val": "train", "test": "test"})
+
+  @functools.cached_property
+  def _sources(self) -> dict:
+    return {}
+
+  def data_source(self, split: str):
+    """TFDS's random-access source of `split` (opened once, picklable for Grain workers)."""
+    name = self.tfds_split[split]
+    if name not in self._sources:
+      self._sources[name] = self.builder.as_data_source(split=name)
+    return self._sources[name]
+
+  def num_examples(self, split: str) -> int:
+    return len(self.rows[split])
+
+  def bytes_in_memory(self) -> int:
+    """What `load()` would hold: every split's images as uint8."""
+    if None in self.stored_shape:
+      return -1
+    return int(sum(len(r) for r in self.rows.values()) * np.prod(self.image_shape))
 
 
 # ---------------------------------------------------------------- IDX → TFDS
@@ -109,20 +165,39 @@ def _keyed_examples(arrays):
           for i, (image, label) in enumerate(zip(arrays["image"], arrays["label"])))
 
 
+@contextlib.contextmanager
+def quiet_tensorflow():
+  """Imports TensorFlow with its start-up lines (absl, oneDNN) kept off our stderr: for
+  preparing a dataset, the one step that needs it."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as null:
+      os.dup2(null.fileno(), 2)
+      try:
+        import tensorflow  # noqa: F401  (imported here, silently, once)
+      finally:
+        os.dup2(saved, 2)
+  finally:
+    os.close(saved)
+  yield
+
+
 def build_local_fashion_mnist(idx_folder: str, data_dir: str):
-  """Stores the IDX folder as a TFDS dataset under `data_dir` and returns its builder."""
+  """Stores the IDX folder as a TFDS dataset (ArrayRecord) under `data_dir`; returns its builder."""
   import tensorflow_datasets as tfds
 
   splits = read_idx_folder(idx_folder)
   features = tfds.features.FeaturesDict({
-      "image": tfds.features.Image(shape=(28, 28, 1)),
+      "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
       "label": tfds.features.ClassLabel(num_classes=10),
   })
-  return tfds.dataset_builders.store_as_tfds_dataset(
-      name=LOCAL_NAME, version=LOCAL_VERSION, features=features,
-      split_datasets={split: _keyed_examples(arrays) for split, arrays in splits.items()},
-      data_dir=data_dir,
-      description=f"Fashion-MNIST decoded from the IDX files in {idx_folder}.")
+  with quiet_tensorflow():
+    return tfds.dataset_builders.store_as_tfds_dataset(
+        name=LOCAL_NAME, version=LOCAL_VERSION, features=features,
+        split_datasets={split: _keyed_examples(arrays) for split, arrays in splits.items()},
+        data_dir=data_dir, file_format="array_record",
+        description=f"Fashion-MNIST decoded from the IDX files in {idx_folder}.")
 
 
 def _builder(name: str, data_dir: str | None, manual_dir: str | None, download: bool):
@@ -137,66 +212,203 @@ def _builder(name: str, data_dir: str | None, manual_dir: str | None, download: 
       build_local_fashion_mnist(manual_dir, data_dir)
       return tfds.builder_from_directory(local)
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   except Exception as e:  # unknown name
     raise DataError(f"unknown TFDS dataset {name!r} ({type(e).__name__}); "
                     "set --config.data.name to a TFDS image-classification dataset") from e
   try:
-    if not download and not builder.is_prepared():
-      raise FileNotFoundError("not prepared and data.download=False")
-    builder.download_and_prepare()
+    if not builder.is_prepared():
+      if not download:
+        raise FileNotFoundError("not prepared and data.download=False")
+      with quiet_tensorflow():
+        builder.download_and_prepare()
   except Exception as e:
     hint = ("install Debian's package (apt-get install dataset-fashion-mnist) or set "
             "--config.data.manual_dir to a folder of its IDX files"
             if name == "fashion_mnist" else
-            f"prepare it where TFDS can download (tfds build {name}) and point "
-            "--config.data.data_dir at that folder")
+            f"prepare it where TFDS can download (tfds build {name} --file_format=array_record) "
+            "and point --config.data.data_dir at that folder")
     raise DataError(f"no data for {name!r} in {data_dir} and it cannot be downloaded "
                     f"({type(e).__name__}): {hint}") from e
+  if "array_record" not in str(builder.info.file_format).lower():
+    raise DataError(f"{name} in {data_dir} is stored as {builder.info.file_format}, which "
+                    "cannot be read without TensorFlow; rebuild it once with tfds build "
+                    f"{name} --file_format=array_record")
   return builder
 
 
-def _as_arrays(builder, split: str) -> dict[str, np.ndarray]:
-  import tensorflow_datasets as tfds
-
-  # Fixed-size batches: TF 2.21 aborts on batch_size=-1 (one element) for generated data.
-  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=4096, shuffle_files=False)))
-  data = {k: np.concatenate([c[k] for c in chunks]) for k in ("image", "label")}
-  image = data["image"]
-  if image.ndim == 3:
-    image = image[..., None]
-  return {"image": image.astype(np.uint8), "label": np.asarray(data["label"], np.int32)}
+def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Seeded (train, val) partition of the rows of the training split, each sorted."""
+  order = np.random.default_rng(seed).permutation(n)
+  n_val = int(round(fraction * n))
+  return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def split_validation(train: dict[str, np.ndarray], fraction: float, seed: int):
-  """Seeded (train, val) partition of the training split."""
-  n = len(train["label"])
-  order = np.random.default_rng(seed).permutation(n)
-  n_val = int(round(fraction * n))
-  val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+  """Seeded (train, val) partition of the training split's arrays."""
+  train_idx, val_idx = split_rows(len(train["label"]), fraction, seed)
   return ({k: v[train_idx] for k, v in train.items()},
           {k: v[val_idx] for k, v in train.items()})
+
+
+def open_source(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+                val_fraction: float = 0.1, seed: int = 0, download: bool = True,
+                max_examples: int = 0, image_size: int = 0, augment: str = "auto") -> Source:
+  """The prepared dataset `name` and its train / validation / test rows; `max_examples` > 0
+  keeps only the first that many rows of each split (after the validation split is drawn).
+
+  `image_size` > 0 is the square size the model sees, for datasets whose images vary in
+  size; `augment="auto"` picks pad_crop_flip for CIFAR, inception_crop_flip for images of
+  varying size, and none otherwise.
+  """
+  builder = _builder(name, data_dir, manual_dir, download)
+  features = builder.info.features
+  stored = tuple(features["image"].shape)
+  source = Source(name, builder, {}, features["label"].num_classes, stored, (), (), (), "none")
+  train_rows, val_rows = split_rows(len(source.data_source("train")), val_fraction, seed)
+  rows = {"train": train_rows, "val": val_rows,
+          "test": np.arange(len(source.data_source("test")))}
+  if max_examples:
+    rows = {k: v[:max_examples] for k, v in rows.items()}
+  if None in stored[:2]:
+    if not image_size:
+      raise DataError(f"{name}'s images vary in size; set --config.data.image_size to the "
+                      "square size the model should see (e.g. 224)")
+    shape = (image_size, image_size, stored[-1])
+  elif image_size and image_size != stored[0]:
+    raise DataError(f"data.image_size={image_size} but {name}'s images are all "
+                    f"{stored[0]}×{stored[1]}; leave data.image_size at 0")
+  else:
+    shape = stored if len(stored) == 3 else stored + (1,)
+  if augment == "auto":
+    augment = ("pad_crop_flip" if name in PAD_CROP_DATASETS else
+               "inception_crop_flip" if None in stored[:2] else "none")
+  source = dataclasses.replace(source, rows=rows, image_shape=tuple(shape), augment=augment)
+  if name in NORMALISATION:
+    mean, std = NORMALISATION[name]
+  else:  # any other TFDS dataset: statistics of (a sample of) its training images
+    pixels = np.concatenate([
+        image.reshape(-1, shape[-1]) for image in
+        read(source, "train", rows["train"][:STATS_SAMPLE], resized=True)["image"]]) / 255.0
+    mean, std = tuple(pixels.mean(0).tolist()), tuple((pixels.std(0) + 1e-8).tolist())
+  return dataclasses.replace(source, mean=tuple(mean), std=tuple(std))
+
+
+def read(source: Source, split: str, rows, resized: bool = False) -> dict:
+  """{"image": uint8 [n, H, W, C], "label": int32 [n]} of `rows` of `split`, decoded by
+  TFDS with NumPy. Images of varying size come back as a list unless `resized` (then
+  each is resized and centre-cropped to the model's size, as for evaluation)."""
+  examples = fetch(source.data_source(split), rows)
+  labels = np.asarray([e["label"] for e in examples], np.int32)
+  images = [np.asarray(e["image"], np.uint8) for e in examples]
+  images = [i[..., None] if i.ndim == 2 else i for i in images]
+  if None in source.stored_shape[:2]:
+    if not resized:
+      return {"image": images, "label": labels}
+    images = [resize_centre_crop(i, source.image_shape[0]) for i in images]
+  stacked = (np.stack(images) if images else
+             np.zeros((0,) + source.image_shape, np.uint8))
+  return {"image": stacked, "label": labels}
+
+
+def fetch(data_source, rows) -> list[dict]:
+  """The decoded examples at `rows` of a TFDS data source, read in one call."""
+  rows = [int(r) for r in rows]
+  try:
+    return data_source.__getitems__(rows)
+  except TypeError:  # TFDS's mock source (tests) reads one example at a time
+    return [data_source[r] for r in rows]
 
 
 def load(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
          val_fraction: float = 0.1, seed: int = 0, download: bool = True,
          max_examples: int = 0) -> Dataset:
-  """Train / validation / test arrays of a TFDS dataset; `max_examples` > 0 keeps only the
-  first that many of each split (after the validation split is drawn), for quick runs."""
-  builder = _builder(name, data_dir, manual_dir, download)
-  train = _as_arrays(builder, "train")
-  test = _as_arrays(builder, "test")
-  num_classes = builder.info.features["label"].num_classes
-  if name in NORMALISATION:
-    mean, std = NORMALISATION[name]
-  else:  # any other TFDS dataset: statistics of its training split
-    pixels = train["image"].reshape(-1, train["image"].shape[-1]) / 255.0
-    mean, std = tuple(pixels.mean(0).tolist()), tuple((pixels.std(0) + 1e-8).tolist())
-  train, val = split_validation(train, val_fraction, seed)
-  if max_examples:
-    train, val, test = ({k: v[:max_examples] for k, v in split.items()}
-                        for split in (train, val, test))
-  return Dataset(train, val, test, num_classes, tuple(mean), tuple(std), name in AUGMENTED)
+  """Train / validation / test arrays of a TFDS dataset of equal-sized images, in memory
+  (see `open_source` for the arguments)."""
+  return to_memory(open_source(name, data_dir=data_dir, manual_dir=manual_dir,
+                               val_fraction=val_fraction, seed=seed, download=download,
+                               max_examples=max_examples))
+
+
+def to_memory(source: Source) -> Dataset:
+  """Every split of `source` read into NumPy (for the on-device pipeline)."""
+  if None in source.stored_shape[:2] or source.augment == "inception_crop_flip":
+    raise DataError(f"{source.name}'s images vary in size and cannot be held on the device; "
+                    "use --config.data.pipeline=stream")
+  splits = [read(source, split, source.rows[split]) for split in ("train", "val", "test")]
+  return Dataset(*splits, source.num_classes, source.mean, source.std,
+                 source.augment == "pad_crop_flip")
+
+
+# ---------------------------------------------------------------- on the host (streamed)
+
+def resize_centre_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """Evaluation view of an image of any size: the shorter side resized to size / 0.875,
+  then the central size × size square."""
+  h, w = image.shape[:2]
+  short = size / crop_fraction
+  scale = short / min(h, w)
+  nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+  resized = _resize(image, nh, nw)
+  top, left = (nh - size) // 2, (nw - size) // 2
+  return resized[top:top + size, left:left + size]
+
+
+def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+  from PIL import Image
+
+  if image.shape[:2] == (h, w):
+    return image
+  channels = image.shape[-1]
+  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+  out = np.asarray(pil.resize((w, h), Image.BILINEAR), np.uint8)
+  return out[..., None] if channels == 1 else out
+
+
+def inception_crop(image: np.ndarray, size: int, u: np.ndarray) -> np.ndarray:
+  """Random resized crop (area 8–100% of the image, aspect ratio 3/4–4/3, the Inception
+  recipe) driven by 10 tries of 4 uniform numbers `u` [10, 4] (area, aspect ratio, top,
+  left); falls back to the centre square; resized to size × size."""
+  h, w = image.shape[:2]
+  area = h * w
+  for scale_u, ratio_u, top_u, left_u in u:
+    target = area * (0.08 + 0.92 * scale_u)
+    ratio = np.exp(np.log(3 / 4) + (np.log(4 / 3) - np.log(3 / 4)) * ratio_u)
+    cw, ch = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
+    if 0 < cw <= w and 0 < ch <= h:
+      top, left = int(top_u * (h - ch + 1)), int(left_u * (w - cw + 1))
+      return _resize(image[top:top + ch, left:left + cw], size, size)
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  return _resize(image[top:top + side, left:left + side], size, size)
+
+
+def host_augment(kind: str, images, size: int, rng: np.random.Generator, global_batch: int,
+                 lo: int) -> np.ndarray:
+  """Training augmentation on the host of examples lo:lo+len(images) of a global batch.
+
+  Every random number is drawn from `rng` for the whole global batch and sliced, so an
+  example is augmented the same way whichever process reads it.
+  """
+  n = len(images)
+  if kind == "pad_crop_flip":
+    offsets = rng.integers(0, 9, (global_batch, 2))[lo:lo + n]
+    flips = (rng.random(global_batch) < 0.5)[lo:lo + n]
+    images = np.asarray(images)
+    h, w = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    out = np.stack([padded[i, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+    out[flips] = out[flips, :, ::-1]
+    return out
+  if kind == "inception_crop_flip":
+    u = rng.random((global_batch, 10, 4))[lo:lo + n]
+    flips = (rng.random(global_batch) < 0.5)[lo:lo + n]
+    out = np.stack([inception_crop(image, size, u_i) for image, u_i in zip(images, u)])
+    out[flips] = out[flips, :, ::-1]
+    return out
+  if kind == "none":
+    return np.asarray(images)
+  raise ValueError(f"unknown augmentation {kind!r}; use one of {list(AUGMENTATIONS)}")
 
 
 # ---------------------------------------------------------------- on device

@@ -60,3 +60,11 @@ def put_replicated(tree: Any, mesh) -> Any:
   sharding = replicated(mesh)
   return jax.tree.map(
       lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)
+
+
+def memory_bytes() -> int:
+  """One device's memory: what the accelerator reports, or the host's RAM on a CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

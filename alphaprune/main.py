@@ -1,7 +1,8 @@
 """Command line: `python -m alphaprune.main --config=configs/NAME.py[:VARIANT] --workdir=DIR`.
 
-Only parses flags and calls `train.run(config, workdir)`. Exit codes: 0 done;
-2 bad config or input (one line on stderr, nothing written); 1 anything else.
+Only parses flags and calls `train.run(config, workdir)`. Exit codes: 0 done, or
+stopped by SIGTERM after saving (the same command resumes); 2 bad config or input
+(one line on stderr, nothing written); 1 anything else.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def main(argv):
     _fail(str(e))
   except train.NonFiniteLoss as e:
     _fail(str(e), code=1)
+  except train.Preempted as e:
+    print(e, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The train state and the pure, jitted functions that advance and measure it.
 
 `state, metrics = train_step(state, batch, aux, cfg)` is one optimizer step on
-one batch. `train_epoch` scans it over an epoch whose batches are gathered on
-device from a permutation of (seed, stream, epoch); another epoch runner (a
-streamed one) can feed the same step batch by batch. Everything a step needs
+one batch. Two epoch runners call it: `train_epoch` scans it over an epoch whose
+batches are gathered on device from a permutation of (seed, stream, epoch) (the
+on-device pipeline), and `train_batch` takes one batch fed from the host (the
+streamed pipeline), adding its metrics to the epoch's running sums. Everything a step needs
 besides arrays is one frozen, hashable `StepConfig`, passed as a static
 argument: α, stage and the learning-rate scale are values inside the state,
 so one compilation serves every stage.
@@ -151,6 +152,27 @@ def train_epoch(state: TrainState, arrays: dict, aux: dict,
   return jax.lax.with_sharding_constraint((state, metrics), devices.replicated(cfg.mesh))
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("state", "sums"))
+def train_batch(state: TrainState, sums: dict, batch: dict, aux: dict,
+                cfg: StepConfig) -> tuple[TrainState, dict]:
+  """One step on a batch streamed from the host: (state, the epoch's metric sums + this
+  step's)."""
+  state, metrics = train_step(state, batch, aux, cfg)
+  sums = jax.tree.map(jnp.add, sums, metrics)
+  return jax.lax.with_sharding_constraint((state, sums), devices.replicated(cfg.mesh))
+
+
+def zero_sums(state: TrainState, batch: dict, aux: dict, cfg: StepConfig) -> dict:
+  """Zeros shaped like one step's metrics: the running sums a streamed epoch starts from."""
+  shapes = jax.eval_shape(lambda s, b: train_step(s, b, aux, cfg)[1], state, batch)
+  return jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), shapes)
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def end_epoch(state: TrainState) -> TrainState:
+  return state.replace(epoch=state.epoch + 1, stage_epoch=state.stage_epoch + 1)
+
+
 # ------------------------------------------------------------------ stages and the plateau
 
 @functools.partial(jax.jit, static_argnames=("opt", "clear_momentum"),
@@ -174,6 +196,25 @@ def observe(state: TrainState, val_loss, opt: opt_lib.Optimizer) -> TrainState:
 
 # ------------------------------------------------------------------ evaluation
 
+def batch_totals(variables, alpha, batch: dict, aux: dict, cfg: StepConfig) -> jax.Array:
+  """[sum of losses, correct predictions, examples] over one padded batch (0/1 `mask`).
+  The frozen teacher's logits come with the batch or, streamed, from `aux`."""
+  x = data.normalise(batch["image"], cfg.mean, cfg.std)
+  logits, _ = apply_model(cfg.model, variables, x, False, alpha)
+  teacher_logits = batch.get("teacher_logits")
+  if teacher_logits is None and aux.get("teacher_variables") is not None:
+    teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None)
+  per_example, _ = cfg.loss.per_example(logits, batch["label"], teacher_logits,
+                                        aux.get("target_var"))
+  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+  m = batch["mask"]
+  return jnp.stack([jnp.sum(per_example * m), jnp.sum(correct * m), jnp.sum(m)])
+
+
+def metrics_of(totals) -> dict:
+  return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2], "count": totals[2]}
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def evaluate(variables, alpha, arrays: dict, aux: dict, cfg: StepConfig) -> dict:
   """{loss, accuracy, count} over every example of `arrays` once (padded, with a 0/1 mask)."""
@@ -181,16 +222,25 @@ def evaluate(variables, alpha, arrays: dict, aux: dict, cfg: StepConfig) -> dict
 
   def body(totals, i):
     batch = {k: jax.lax.dynamic_slice_in_dim(v, i * bs, bs) for k, v in arrays.items()}
-    x = data.normalise(batch["image"], cfg.mean, cfg.std)
-    logits, _ = apply_model(cfg.model, variables, x, False, alpha)
-    per_example, _ = cfg.loss.per_example(logits, batch["label"], batch.get("teacher_logits"),
-                                          aux.get("target_var"))
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    m = batch["mask"]
-    return totals + jnp.stack([jnp.sum(per_example * m), jnp.sum(correct * m), jnp.sum(m)]), None
+    return totals + batch_totals(variables, alpha, batch, aux, cfg), None
 
   totals, _ = jax.lax.scan(body, jnp.zeros(3), jnp.arange(arrays["label"].shape[0] // bs))
-  return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2], "count": totals[2]}
+  return metrics_of(totals)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("totals",))
+def add_batch_totals(totals, variables, alpha, batch: dict, aux: dict, cfg: StepConfig):
+  """`totals` + one streamed evaluation batch's (see `evaluate_stream`)."""
+  return jax.lax.with_sharding_constraint(totals + batch_totals(variables, alpha, batch, aux, cfg),
+                                          devices.replicated(cfg.mesh))
+
+
+def evaluate_stream(variables, alpha, batches, aux: dict, cfg: StepConfig) -> dict:
+  """`evaluate` over batches fed from the host (the streamed pipeline)."""
+  totals = jax.device_put(jnp.zeros(3), devices.replicated(cfg.mesh))
+  for batch in batches:
+    totals = add_batch_totals(totals, variables, alpha, batch, aux, cfg)
+  return metrics_of(totals)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

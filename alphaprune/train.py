@@ -7,13 +7,22 @@ step; each takes values and returns values. The jitted work is in `steps`,
 each method's starting point and stages in `methods`, placement in `devices`,
 the run's files in `workdir` and `checkpoint`, the pruned model in `export`.
 
+Data reach the step by one of two pipelines (`data.pipeline`): `device` holds
+every split on the mesh and trains an epoch as one compiled scan; `stream`
+feeds batches from the host through Grain (`stream.Feed`), for datasets larger
+than a device. Both call the same pure step on the same batches in the same
+order.
+
 Resume order: the latest readable checkpoint of a phase in the workdir, else
 the teacher (`teacher.checkpoint`, or pretrained here and saved in
-workdir/teacher), else scratch. Data order comes from (seed, phase, epoch) and
-randomness from fold_in(rng, step), so a resumed run ends bit-identical to an
-uninterrupted one. The metrics history is a value: each phase's checkpoints
-carry all of it, pretraining included, and metrics.jsonl is rewritten from it
-on resume.
+workdir/teacher), else scratch. Data order comes from (seed, phase, epoch),
+randomness from fold_in(rng, step), and a streamed checkpoint holds the Grain
+iterator's position and the epoch's running metric sums, so a run resumed at an
+epoch end or in the middle of one ends bit-identical to an uninterrupted one.
+SIGTERM (preemption) saves at the next step boundary (streamed) or epoch end
+(on device) and stops the run. The metrics history is a value: each phase's
+checkpoints carry all of it, pretraining included, and metrics.jsonl is
+rewritten from it on resume.
 """
 
 from __future__ import annotations
@@ -21,9 +30,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,13 +42,18 @@ import ml_collections
 import numpy as np
 
 from alphaprune import blending, checkpoint, data, devices, export, losses, masks as masks_lib
-from alphaprune import methods, models, rngs, schedules, steps, tree, workdir as workdir_lib
+from alphaprune import methods, models, rngs, schedules, steps, stream, tree
+from alphaprune import workdir as workdir_lib
 from alphaprune import optimizer as opt_lib
 from alphaprune.config import ConfigError, schedule_of, validate
 
 
 class NonFiniteLoss(RuntimeError):
   pass
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; the run saved a checkpoint and stops (exit code 0)."""
 
 
 class Splits(NamedTuple):
@@ -49,15 +65,18 @@ class Splits(NamedTuple):
 
 
 class Run(NamedTuple):
-  """What every step of one run reads and never changes: its settings, data and devices."""
+  """What every step of one run reads and never changes: its settings, data and devices.
+  On the device pipeline `dataset` and `splits` hold the data; streamed, `feed` reads it."""
 
   config: ml_collections.ConfigDict
   workdir: str
-  dataset: data.Dataset
+  source: data.Source
   plain: models.nn.Module  # the dense model the config names
-  splits: Splits
   mesh: jax.sharding.Mesh
   log: workdir_lib.Log
+  dataset: data.Dataset | None = None
+  splits: Splits | None = None
+  feed: stream.Feed | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +86,14 @@ class Phase:
   name: str  # "pretrain" | "prune": its checkpoint folder and data-order stream
   cfg: steps.StepConfig
   opt: opt_lib.Optimizer
-  splits: Splits  # with the teacher's logits where the loss needs them
+  splits: Splits | None  # on device, with the teacher's logits where the loss needs them
+  feed: stream.Feed | None  # streamed
+  batches: Any  # streamed: the phase's Grain iterator (its state is checkpointed)
   aux: dict
   checkpoints: checkpoint.RunCheckpoints
   log: workdir_lib.Log
   every_epochs: int = 1
+  every_steps: int = 0
   advance_after_cuts: int = 0
   reset_momentum: bool = False
 
@@ -86,21 +108,20 @@ def _print(msg: str) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The whole pipeline; returns the summary (also written to workdir/summary.json)."""
   t_start = time.time()
-  dataset, plain, alphas = preflight(config, workdir)
+  source, pipeline, plain, alphas = preflight(config, workdir)
   with workdir_lib.lock(workdir):  # nothing is written before this line
     workdir_lib.write_config(config, workdir)
     check_platform(config)
     _print(schedules.describe(alphas))
-    mesh = devices.make_mesh()
-    r = Run(config, workdir, dataset, plain, place(dataset, config.data.eval_batch_size, mesh),
-            mesh, workdir_lib.open_log(workdir))
+    watch_for_sigterm()
+    r = start(config, workdir, source, pipeline, plain)
     teacher, history = teacher_variables(r)
     teacher_acc = evaluate_teacher(r, teacher)
     masks = choose_masks(config, teacher["params"], plain)
     phase, state, stages = prune_phase(r, teacher, masks, alphas)
-    state, history = resume(phase, state, history)
+    state, history, partial = resume(phase, state, history)
     with steps.count_compilations("train_epoch") as compiled:
-      state, history = train_stages(state, stages, history, phase)
+      state, history = train_stages(state, stages, history, phase, partial)
     phase.checkpoints.close()
     workdir_lib.close(r.log)
     pruned = export_and_evaluate(r, phase, state, masks, teacher["params"])
@@ -110,19 +131,43 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
-def preflight(config, workdir) -> tuple[data.Dataset, models.nn.Module, list[float]]:
+def preflight(config, workdir) -> tuple[data.Source, str, models.nn.Module, list[float]]:
   """Everything that can be wrong, found before anything is written: raises ConfigError
-  or DataError (one line each); returns (dataset, the plain model, the α-schedule)."""
+  or DataError (one line each); returns (the data source, its pipeline, the plain model,
+  the α-schedule)."""
   validate(config, jax.device_count())
   workdir_lib.check_free(workdir)
   workdir_lib.check_config(config, workdir)
-  dataset = data.load(config.data.name, data_dir=config.data.data_dir or None,
-                      manual_dir=config.data.manual_dir or None,
-                      val_fraction=config.data.val_fraction, seed=config.seed,
-                      download=config.data.download, max_examples=config.data.max_examples)
-  plain = models.make_model(config.model, dataset.num_classes)
-  check_teacher(config, plain, dataset.image_shape)
-  return dataset, plain, schedule_of(config)
+  d = config.data
+  source = data.open_source(d.name, data_dir=d.data_dir or None, manual_dir=d.manual_dir or None,
+                            val_fraction=d.val_fraction, seed=config.seed, download=d.download,
+                            max_examples=d.max_examples, image_size=d.image_size,
+                            augment=d.augment)
+  pipeline = choose_pipeline(config, source)
+  plain = models.make_model(config.model, source.num_classes)
+  check_teacher(config, plain, source.image_shape)
+  return source, pipeline, plain, schedule_of(config)
+
+
+def choose_pipeline(config, source: data.Source) -> str:
+  """`data.pipeline`, with `auto` resolved: the device pipeline when every split fits in a
+  quarter of one device's memory and needs no host-side augmentation."""
+  d = config.data
+  fits = 0 <= source.bytes_in_memory() <= devices.memory_bytes() // 4
+  on_host = source.augment == "inception_crop_flip"
+  if d.pipeline == "device" and not (fits and not on_host) and None in source.stored_shape[:2]:
+    raise ConfigError(f"{source.name}'s images vary in size and cannot be held on the "
+                      "device; use data.pipeline=stream (or auto)")
+  if d.pipeline != "auto":
+    return d.pipeline
+  pipeline = "device" if fits and not on_host else "stream"
+  if pipeline == "device" and config.checkpoint.every_steps:
+    raise ConfigError("checkpoint.every_steps needs the streamed pipeline and data.pipeline="
+                      f"auto chose device for {source.name}; set data.pipeline=stream")
+  if pipeline == "stream" and config.loss.reduction == "per_logit":
+    raise ConfigError(f"loss.reduction=per_logit needs the device pipeline, and "
+                      f"{source.name} does not fit on one device; use loss.reduction=mean")
+  return pipeline
 
 
 def check_platform(config) -> None:
@@ -157,6 +202,21 @@ def check_teacher(config, model, image_shape) -> None:
                       "use a checkpoint of the same model and dataset")
 
 
+def start(config, workdir, source: data.Source, pipeline: str, plain) -> Run:
+  """The run's mesh, log and data: every split placed on the mesh, or a feed that streams."""
+  mesh = devices.make_mesh()
+  r = Run(config, workdir, source, plain, mesh, workdir_lib.open_log(workdir))
+  d = config.data
+  _print(f"data: {source.name}, {source.num_examples('train')} train / "
+         f"{source.num_examples('val')} validation / {source.num_examples('test')} test "
+         f"examples, {pipeline} pipeline")
+  if pipeline == "stream":
+    return r._replace(feed=stream.Feed(source, d.batch_size, d.eval_batch_size, config.seed,
+                                       mesh, d.workers, d.read_threads, d.prefetch))
+  dataset = data.to_memory(source)
+  return r._replace(dataset=dataset, splits=place(dataset, d.eval_batch_size, mesh))
+
+
 def place(dataset: data.Dataset, eval_batch_size: int, mesh) -> Splits:
   pad = lambda arrays: data.pad_for_eval(arrays, eval_batch_size)
   return Splits(devices.put_replicated(dataset.train, mesh),
@@ -167,8 +227,9 @@ def place(dataset: data.Dataset, eval_batch_size: int, mesh) -> Splits:
 def step_config(r: Run, model, **fields) -> steps.StepConfig:
   """The run-wide static settings of a step, an epoch or an evaluation of `model`."""
   return steps.StepConfig(model=model, loss=fields.pop("loss", losses.Loss()),
-                          mean=r.dataset.mean, std=r.dataset.std, mesh=r.mesh,
-                          augment=r.dataset.augment, batch_size=r.config.data.batch_size,
+                          mean=r.source.mean, std=r.source.std, mesh=r.mesh,
+                          augment=r.dataset is not None and r.dataset.augment,
+                          batch_size=r.config.data.batch_size,
                           eval_batch_size=r.config.data.eval_batch_size, seed=r.config.seed,
                           **fields)
 
@@ -179,15 +240,15 @@ def teacher_variables(r: Run) -> tuple[dict, list]:
   """(the dense teacher's variables, its pretraining epochs): given by teacher.checkpoint,
   pretrained here by an earlier attempt (workdir/teacher), or pretrained now."""
   if r.config.teacher.checkpoint:
-    variables, _ = export.load(r.config.teacher.checkpoint, r.plain, r.dataset.image_shape)
+    variables, _ = export.load(r.config.teacher.checkpoint, r.plain, r.source.image_shape)
     return devices.put_replicated(variables, r.mesh), []
   path = os.path.join(r.workdir, "teacher")
   if not os.path.exists(os.path.join(path, "model.json")):
     variables, history = pretrain(r)
     checkpoint.save_model(path, variables, {"model": r.config.model.to_dict(),
-                                            "num_classes": r.dataset.num_classes,
+                                            "num_classes": r.source.num_classes,
                                             "history": history})
-  variables, meta = export.load(path, r.plain, r.dataset.image_shape)
+  variables, meta = export.load(path, r.plain, r.source.image_shape)
   return devices.put_replicated(variables, r.mesh), meta["history"]
 
 
@@ -195,7 +256,7 @@ def pretrain(r: Run) -> tuple[dict, list]:
   """Dense training of the teacher: every kernel trainable, nothing masked."""
   c = r.config
   variables = dict(r.plain.init(jax.random.PRNGKey(c.seed),
-                                jnp.zeros((1,) + r.dataset.image_shape)))
+                                jnp.zeros((1,) + r.source.image_shape)))
   params = variables.pop("params")
   ones = jax.tree.map(lambda w: np.ones(w.shape, bool),
                       tree.subset(params, masks_lib.prunable_paths(params)))
@@ -206,20 +267,29 @@ def pretrain(r: Run) -> tuple[dict, list]:
   state = devices.put_replicated(steps.init_state(
       {"teacher": {}, "student": kernels, "shared": rest}, variables, ones, opt.tx, c.seed), r.mesh)
   cfg = step_config(r, r.plain, tx=opt.tx, stream=rngs.DATA_STREAMS["pretrain"])
-  phase = make_phase(r, "pretrain", cfg, opt, r.splits, {})
-  state, history = resume(phase, state, [])
-  state, history = train_stages(state, [methods.Stage("pretrain", 0.0, c.teacher.epochs)],
-                                history, phase)
+  stages = [methods.Stage("pretrain", 0.0, c.teacher.epochs)]
+  phase = make_phase(r, "pretrain", cfg, opt, r.splits, {}, stages)
+  state, history, partial = resume(phase, state, [])
+  state, history = train_stages(state, stages, history, phase, partial)
   phase.checkpoints.close()
   return jax.device_get(blending.export_variables(
       "layer", state.params, state.model_state, state.masks)), history
 
 
+def evaluate(where: Run | Phase, split: str, variables, alpha, aux: dict,
+             cfg: steps.StepConfig) -> dict:
+  """{loss, accuracy, count} of `split` on either pipeline (a phase's splits carry the
+  teacher's logits where its loss needs them)."""
+  if where.feed is None:
+    return steps.evaluate(variables, alpha, getattr(where.splits, split), aux, cfg)
+  return steps.evaluate_stream(variables, alpha, where.feed.eval_batches(split), aux, cfg)
+
+
 def accuracies(r: Run, model, variables) -> dict:
   """{"val", "test"}: the accuracy of a plain (unblended) network on both splits."""
   cfg = step_config(r, model)
-  return {split: float(steps.evaluate(variables, None, getattr(r.splits, split), {},
-                                      cfg)["accuracy"]) for split in ("val", "test")}
+  return {split: float(evaluate(r, split, variables, None, {}, cfg)["accuracy"])
+          for split in ("val", "test")}
 
 
 def evaluate_teacher(r: Run, teacher) -> dict:
@@ -262,9 +332,9 @@ def prune_phase(r: Run, teacher, masks,
   c = r.config
   form = {"alpha_blend": c.blend.form, "soft": "soft"}.get(c.method, "layer")
   loss = run_loss(c)
-  targets, aux = teacher_targets(loss, r.dataset, r.splits, teacher, step_config(r, r.plain))
+  targets, aux = teacher_targets(loss, r, teacher, step_config(r, r.plain))
   key = rngs.key(c.seed, rngs.STUDENT)
-  fresh = (r.plain.init(jax.random.fold_in(key, 1), jnp.zeros((1,) + r.dataset.image_shape))
+  fresh = (r.plain.init(jax.random.fold_in(key, 1), jnp.zeros((1,) + r.source.image_shape))
            if c.method in ("scratch", "distill") else None)
   params, model_state, start_masks = methods.initial_params(
       c.method, form, key, jax.device_get(teacher), masks, c.prune.init, fresh_vars=fresh)
@@ -275,12 +345,12 @@ def prune_phase(r: Run, teacher, masks,
                                                   c.seed), r.mesh)
   stages = methods.stages(c.method, alphas, c.train.max_epochs_per_stage,
                           c.train.finetune_epochs)
-  gmp = gmp_of(c, len(r.dataset.train["label"]), len(alphas)) if c.method == "gmp" else None
-  model = models.make_model(c.model, r.dataset.num_classes, "block" if form == "block" else "layer")
+  gmp = gmp_of(c, r.source.num_examples("train"), len(alphas)) if c.method == "gmp" else None
+  model = models.make_model(c.model, r.source.num_classes, "block" if form == "block" else "layer")
   cfg = step_config(r, model, form=form,
                     loss=loss, tx=opt.tx, stream=rngs.DATA_STREAMS["prune"],
                     teacher_model=r.plain, gmp=gmp)
-  return make_phase(r, "prune", cfg, opt, targets, aux), state, stages
+  return make_phase(r, "prune", cfg, opt, targets, aux, stages), state, stages
 
 
 def gmp_of(config, num_train: int, num_stages: int) -> methods.GmpSettings:
@@ -294,24 +364,31 @@ def gmp_of(config, num_train: int, num_stages: int) -> methods.GmpSettings:
   return gmp
 
 
-def make_phase(r: Run, name, cfg, opt, splits, aux) -> Phase:
+def make_phase(r: Run, name, cfg, opt, splits, aux, stages) -> Phase:
   c = r.config
-  return Phase(name=name, cfg=cfg, opt=opt, splits=splits, aux=aux, log=r.log,
+  batches = None
+  if r.feed is not None:
+    batches = r.feed.train_iterator(cfg.stream, sum(s.max_epochs for s in stages))
+  return Phase(name=name, cfg=cfg, opt=opt, splits=splits, feed=r.feed, batches=batches,
+               aux=aux, log=r.log,
                checkpoints=checkpoint.RunCheckpoints(
                    os.path.join(r.workdir, "checkpoints", name), c.checkpoint.keep),
-               every_epochs=c.checkpoint.every_epochs,
+               every_epochs=c.checkpoint.every_epochs, every_steps=c.checkpoint.every_steps,
                advance_after_cuts=c.train.advance_after_cuts,
                reset_momentum=c.train.reset_momentum)
 
 
-def teacher_targets(loss: losses.Loss, dataset, splits: Splits, teacher,
-                    cfg: steps.StepConfig) -> tuple[Splits, dict]:
+def teacher_targets(loss: losses.Loss, r: Run, teacher,
+                    cfg: steps.StepConfig) -> tuple[Splits | None, dict]:
   """The splits with the frozen teacher's logits where the loss needs them, and `aux`.
 
-  Unaugmented training data get their targets once; augmented batches get them per
-  step (`aux["teacher_variables"]`). The per_logit reduction needs the targets'
-  variance over the training set (`aux["target_var"]`).
+  Unaugmented training data on device get their targets once; augmented or streamed
+  batches get them per step (`aux["teacher_variables"]`). The per_logit reduction needs
+  the targets' variance over the training set (`aux["target_var"]`).
   """
+  dataset, splits = r.dataset, r.splits
+  if r.feed is not None:
+    return None, ({"teacher_variables": teacher} if loss.needs_teacher_logits else {})
   aux: dict = {}
   per_logit = loss.kind == "regression" and loss.reduction == "per_logit"
   train_logits = None
@@ -343,39 +420,50 @@ def target_variance(target, train_teacher_logits, labels, num_classes):
   return p * (1 - p) + 1e-8
 
 
-def resume(phase: Phase, state: steps.TrainState, history: list) -> tuple[steps.TrainState, list]:
-  """(state, history) from the phase's latest readable checkpoint; else the given ones,
-  saved as the phase's first checkpoint. metrics.jsonl then holds exactly that history."""
+def resume(phase: Phase, state: steps.TrainState,
+           history: list) -> tuple[steps.TrainState, list, dict | None]:
+  """(state, history, the running metric sums of an epoch stopped midway, if any) from the
+  phase's latest readable checkpoint, with the Grain iterator where it stood; else the given
+  ones, saved as the phase's first checkpoint. metrics.jsonl then holds exactly that history."""
   restored = phase.checkpoints.restore_latest(state)
+  partial = None
   if restored:
-    state, meta = restored
-    history = meta["history"]
-    _print(f"resumed {phase.name} at stage {int(state.stage)}, epoch {int(state.epoch)}")
+    step, state, meta = restored
+    history, partial = meta["history"], meta.get("partial")
+    if phase.batches is not None:
+      phase.checkpoints.restore_data(step, phase.batches)
+    _print(f"resumed {phase.name} at stage {int(state.stage)}, epoch {int(state.epoch)}, "
+           f"step {step}")
   else:
-    phase.checkpoints.save(0, state, {"history": history})
+    phase.checkpoints.save(0, state, {"history": history}, data=phase.batches)
   workdir_lib.rewrite(phase.log, history)
-  return state, history
+  return state, history, partial
 
 
 def train_stages(state: steps.TrainState, stages: list[methods.Stage], history: list,
-                 phase: Phase) -> tuple[steps.TrainState, list]:
+                 phase: Phase, partial: dict | None = None) -> tuple[steps.TrainState, list]:
   """Trains `stages` from wherever `state` stands: (state, history + one record per epoch).
 
   Each stage starts at its α with the initial learning rate; a checkpoint follows every
-  `every_epochs` epochs and every stage end (kept for later analysis).
+  `every_epochs` epochs and every stage end (kept for later analysis). `partial`: the
+  metric sums of an epoch resumed midway.
   """
   history = list(history)
   while int(state.stage) < len(stages):
     k = int(state.stage)
-    if int(state.stage_epoch) == 0:
+    if int(state.stage_epoch) == 0 and partial is None:
       state = steps.start_stage(state, jnp.float32(stages[k].alpha), phase.opt,
                                 phase.reset_momentum)
-    state, record = train_one_epoch(state, stages[k], k, phase)
+    state, record = train_one_epoch(state, stages[k], k, phase, history, partial)
+    partial = None
     history.append(record)
-    if record["stage_end"] or record["epoch"] % phase.every_epochs == 0:
-      phase.checkpoints.save(record["epoch"], state, {"history": history},
-                             stage_end=record["stage_end"])
+    stop = stop_requested(int(state.step))
+    if record["stage_end"] or record["epoch"] % phase.every_epochs == 0 or stop:
+      phase.checkpoints.save(int(state.step), state, {"history": history},
+                             stage_end=record["stage_end"], data=phase.batches)
     workdir_lib.append(phase.log, record, len(history))
+    if stop:
+      stopped(phase, state)
     left = 0 if record["stage_end"] else (stages[k].max_epochs - int(state.stage_epoch))
     _print(f"[{record['phase']}] stage {k + 1}/{len(stages)} α={record['alpha']:.3f} "
            f"epoch {record['epoch']} lr={record['lr']:.2e} "
@@ -385,13 +473,17 @@ def train_stages(state: steps.TrainState, stages: list[methods.Stage], history: 
   return state, history
 
 
-def train_one_epoch(state, stage: methods.Stage, k: int, phase: Phase):
+def train_one_epoch(state, stage: methods.Stage, k: int, phase: Phase, history: list,
+                    partial: dict | None = None):
   """One epoch, its validation, the plateau update and the stage's end: (state, record)."""
   t0 = time.time()
   lr = phase.opt.learning_rate * float(opt_lib.lr_scale(state.opt_state))
-  state, train_m = steps.train_epoch(state, phase.splits.train, phase.aux, phase.cfg)
-  val_m = steps.evaluate(steps.variables_of(state, phase.cfg.form), state.alpha,
-                         phase.splits.val, phase.aux, phase.cfg)
+  if phase.feed is None:
+    state, train_m = steps.train_epoch(state, phase.splits.train, phase.aux, phase.cfg)
+  else:
+    state, train_m = stream_epoch(state, phase, history, partial)
+  val_m = evaluate(phase, "val", steps.variables_of(state, phase.cfg.form), state.alpha,
+                   phase.aux, phase.cfg)
   train_loss, val_loss, epoch = float(train_m["loss"]), float(val_m["loss"]), int(state.epoch)
   if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
     raise NonFiniteLoss(
@@ -411,13 +503,66 @@ def train_one_epoch(state, stage: methods.Stage, k: int, phase: Phase):
   return state, record
 
 
+def stream_epoch(state, phase: Phase, history: list, partial: dict | None):
+  """The rest of one epoch, batch by batch from the phase's Grain iterator: (state, the
+  epoch's mean metrics). Saves every `every_steps` steps, and on SIGTERM saves and stops."""
+  n = phase.feed.steps_per_epoch
+  step = int(state.step)
+  sums = None if partial is None else devices.put_replicated(
+      {k: np.asarray(v, np.float32) for k, v in partial.items()}, phase.cfg.mesh)
+  for _ in range(step - int(state.epoch) * n, n):
+    batch = phase.feed.to_global(next(phase.batches))
+    if sums is None:
+      sums = devices.put_replicated(jax.tree.map(
+          np.asarray, steps.zero_sums(state, batch, phase.aux, phase.cfg)), phase.cfg.mesh)
+    state, sums = steps.train_batch(state, sums, batch, phase.aux, phase.cfg)
+    step += 1
+    if step % n == 0:  # the epoch's end: its checkpoint comes after validation
+      break
+    stop = stop_requested(step)
+    if stop or (phase.every_steps and step % phase.every_steps == 0):
+      host_sums = {k: np.asarray(v).tolist() for k, v in jax.device_get(sums).items()}
+      phase.checkpoints.save(step, state, {"history": history, "partial": host_sums},
+                             data=phase.batches)
+      if stop:
+        stopped(phase, state)
+  return steps.end_epoch(state), jax.tree.map(lambda v: v / n, sums)
+
+
+# ------------------------------------------------------------------ preemption
+
+_SIGTERM = threading.Event()
+
+
+def watch_for_sigterm() -> None:
+  """SIGTERM (what TPU and SLURM preemption send) asks the run to save and stop."""
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, lambda *_: _SIGTERM.set())
+
+
+def stop_requested(step: int) -> bool:
+  """Whether to save and stop after `step`: on every process at the same step (several
+  processes agree through JAX's preemption sync point)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.reached_preemption_sync_point(step)
+  return _SIGTERM.is_set()
+
+
+def stopped(phase: Phase, state) -> None:
+  phase.checkpoints.close()
+  raise Preempted(f"stopped by SIGTERM: saved {phase.name} at step {int(state.step)} (epoch "
+                  f"{int(state.epoch)}) in {phase.checkpoints.directory}; run the same "
+                  "command to resume")
+
+
 # ------------------------------------------------------------------ export, evaluation, summary
 
 def export_and_evaluate(r: Run, phase, state, masks, teacher_params) -> dict:
   """The blended model at α = 0, then the pruned network alone, saved, reloaded and scored."""
-  config, dataset = r.config, r.dataset
-  blended = steps.evaluate(steps.variables_of(state, phase.cfg.form), jnp.float32(0.0),
-                           phase.splits.test, phase.aux, phase.cfg)
+  config, dataset = r.config, r.source
+  blended = evaluate(phase, "test", steps.variables_of(state, phase.cfg.form), jnp.float32(0.0),
+                     phase.aux, phase.cfg)
   # The masks the model ends with (gmp chose its own while training).
   layer_masks = jax.device_get(state.masks if config.method == "gmp" else masks)
   path = os.path.join(r.workdir, "export")

@@ -10,7 +10,7 @@ def test_run_checkpoints_keep_latest_and_stage_ends(tmp_path):
   for step in range(6):
     ckpt.save(step, {**state, "step": jnp.int32(step)}, {"history": [step]}, stage_end=step == 1)
   assert ckpt.steps() == [1, 4, 5]
-  restored, meta = ckpt.restore_latest(state)
+  _, restored, meta = ckpt.restore_latest(state)
   assert int(restored["step"]) == 5 and meta == {"history": [5]}
   # The stage-end set survives a restart of the process.
   again = checkpoint.RunCheckpoints(str(tmp_path / "c"), keep=2)
@@ -23,7 +23,7 @@ def test_unreadable_latest_falls_back_and_is_moved_aside(tmp_path):
   for step in range(3):
     ckpt.save(step, {"w": jnp.full(2, float(step))}, {"history": [step]})
   (tmp_path / "c" / "2" / "meta" / "metadata").write_text("{not json")
-  restored, meta = ckpt.restore_latest({"w": jnp.zeros(2)})
+  _, restored, meta = ckpt.restore_latest({"w": jnp.zeros(2)})
   np.testing.assert_array_equal(restored["w"], [1.0, 1.0])
   assert ckpt.steps() == [0, 1]
   assert len(list((tmp_path / "c.unreadable").iterdir())) == 1

@@ -1,0 +1,163 @@
+"""The streamed input pipeline: Grain over TFDS's ArrayRecord source, one batch at a time.
+
+For datasets larger than a device's memory (`data.pipeline=stream`). The order
+of an epoch is the on-device pipeline's own permutation of (seed, phase, epoch),
+so both pipelines see the same batches in the same order. Global batch `s` of
+epoch `e` is rows `order[s·B : (s+1)·B]`; process `p` of `P` reads, decodes and
+augments only its slice `[p·B/P, (p+1)·B/P)` of it, and the slices become one
+global array sharded on the `("data",)` mesh. Augmentation draws its random
+numbers for the whole global batch from (seed, phase, epoch, step), so an
+example looks the same whichever process reads it: 1 process and 2 train alike.
+
+A phase's training batches are one Grain `MapDataset` over its global steps
+(element k is step k of the phase), read ahead by Grain's threads (and
+`data.workers` processes). Its iterator state goes into every checkpoint, so a
+run resumed mid-epoch reads on from exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterator
+
+import grain
+import jax
+import numpy as np
+
+from alphaprune import data, devices
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(seed: int, epoch: int, n: int, stream: int) -> np.ndarray:
+  """The on-device pipeline's permutation (`data.epoch_order`), computed on the host's CPU."""
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    return np.asarray(data.epoch_order(seed, epoch, n, stream))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBatches:
+  """Grain transform: global step k of a phase → this process's slice of its batch."""
+
+  source: Any  # TFDS's data source of the training split
+  rows: np.ndarray  # the rows of that split that train
+  batch_size: int  # global
+  seed: int
+  stream: int
+  augment: str
+  image_shape: tuple
+  process_index: int = 0
+  process_count: int = 1
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return len(self.rows) // self.batch_size
+
+  def __call__(self, k: int) -> dict:
+    epoch, step = divmod(int(k), self.steps_per_epoch)
+    order = epoch_order(self.seed, epoch, len(self.rows), self.stream)
+    b = self.batch_size // self.process_count
+    lo = self.process_index * b
+    rows = self.rows[order[step * self.batch_size + lo:step * self.batch_size + lo + b]]
+    examples = data.fetch(self.source, rows)
+    rng = np.random.default_rng([self.seed, self.stream, epoch, step])
+    images = data.host_augment(self.augment, _images(examples), self.image_shape[0], rng,
+                               self.batch_size, lo)
+    return {"image": images, "label": _labels(examples)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalBatches:
+  """Grain transform: global evaluation batch k → this process's slice, padded with a 0/1
+  `mask` past the split's end; images of varying size resized and centre-cropped."""
+
+  source: Any
+  rows: np.ndarray
+  batch_size: int  # global
+  image_shape: tuple
+  varying: bool
+  process_index: int = 0
+  process_count: int = 1
+
+  def __len__(self) -> int:
+    return -(-len(self.rows) // self.batch_size)
+
+  def __call__(self, k: int) -> dict:
+    b = self.batch_size // self.process_count
+    lo = int(k) * self.batch_size + self.process_index * b
+    rows = self.rows[lo:lo + b]
+    examples = data.fetch(self.source, rows) if len(rows) else []
+    images = _images(examples)
+    if self.varying:
+      images = [data.resize_centre_crop(i, self.image_shape[0]) for i in images]
+    pad = b - len(rows)
+    image = np.concatenate([np.asarray(images, np.uint8).reshape((-1,) + self.image_shape),
+                            np.zeros((pad,) + self.image_shape, np.uint8)])
+    label = np.concatenate([_labels(examples), np.zeros(pad, np.int32)])
+    mask = np.concatenate([np.ones(len(rows), np.float32), np.zeros(pad, np.float32)])
+    return {"image": image, "label": label, "mask": mask}
+
+
+def _images(examples) -> list:
+  images = [np.asarray(e["image"], np.uint8) for e in examples]
+  return [i[..., None] if i.ndim == 2 else i for i in images]
+
+
+def _labels(examples) -> np.ndarray:
+  return np.asarray([e["label"] for e in examples], np.int32).reshape(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Feed:
+  """Streams one dataset onto `mesh`: training batches of a phase, evaluation batches of a
+  split. `workers` Grain processes (0: threads of this one), `threads` reading threads each,
+  `prefetch` batches read ahead."""
+
+  source: data.Source
+  batch_size: int
+  eval_batch_size: int
+  seed: int
+  mesh: jax.sharding.Mesh
+  workers: int = 0
+  threads: int = 2
+  prefetch: int = 4
+
+  def __post_init__(self):
+    for size in (self.batch_size, self.eval_batch_size):
+      if size % jax.process_count():
+        raise ValueError(f"batch size {size} is not divisible by {jax.process_count()} "
+                         "processes")
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.source.num_examples("train") // self.batch_size
+
+  def train_iterator(self, stream: int, epochs: int):
+    """A Grain iterator over the per-process batches of `epochs` epochs of a phase."""
+    batches = TrainBatches(
+        self.source.data_source("train"), self.source.rows["train"], self.batch_size,
+        self.seed, stream, self.source.augment, self.source.image_shape,
+        jax.process_index(), jax.process_count())
+    dataset = grain.MapDataset.range(batches.steps_per_epoch * epochs).map(batches)
+    return iter(self._read_ahead(dataset))
+
+  def eval_batches(self, split: str) -> Iterator[dict]:
+    """Global evaluation batches of `split` (val, test or train) on the mesh."""
+    batches = EvalBatches(
+        self.source.data_source(split), self.source.rows[split], self.eval_batch_size,
+        self.source.image_shape, None in self.source.stored_shape[:2],
+        jax.process_index(), jax.process_count())
+    for batch in self._read_ahead(grain.MapDataset.range(len(batches)).map(batches)):
+      yield self.to_global(batch)
+
+  def to_global(self, local: dict) -> dict:
+    """This process's rows of a batch → one global array per key, split over "data"."""
+    sharding = devices.batch_sharded(self.mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+  def _read_ahead(self, dataset: grain.MapDataset) -> grain.IterDataset:
+    it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=self.threads,
+                                                   prefetch_buffer_size=self.prefetch))
+    if self.workers:
+      it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
+    return it
