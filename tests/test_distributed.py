@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from alphaprune import checkpoint
 
@@ -17,10 +18,10 @@ ARGS = [f"--config={REPO}/configs/fashion_mnist.py:smoke", "--config.data.manual
         "--config.data.batch_size=32"]
 
 
-def _launch(workdir, env_extra, tfds_dir):
+def _launch(workdir, env_extra, tfds_dir, *extra):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu", **env_extra}
   return subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "mock_main.py"), *ARGS,
-                           f"--workdir={workdir}", f"--config.data.data_dir={tfds_dir}"],
+                           f"--workdir={workdir}", f"--config.data.data_dir={tfds_dir}", *extra],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
 
@@ -60,14 +61,17 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_with_gloo_match_one(tmp_path):
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_two_processes_with_gloo_match_one(tmp_path, pipeline):
+  """Streamed, each process reads only its half of every batch."""
   port = _free_port()
-  single = _launch(tmp_path / "single", {}, tmp_path / "tfds_single")
+  flag = f"--config.data.pipeline={pipeline}"
+  single = _launch(tmp_path / "single", {}, tmp_path / "tfds_single", flag)
   procs = [_launch(tmp_path / "multi", {"ALPHAPRUNE_DISTRIBUTED": "1",
                                         "ALPHAPRUNE_COORDINATOR": f"127.0.0.1:{port}",
                                         "ALPHAPRUNE_NUM_PROCESSES": "2",
                                         "ALPHAPRUNE_PROCESS_ID": str(i)},
-                   tmp_path / f"tfds_multi{i}") for i in range(2)]
+                   tmp_path / f"tfds_multi{i}", flag) for i in range(2)]
   _finish(single)
   outs = [_finish(p) for p in procs]
   assert "done:" in outs[0] and "done:" not in outs[1]  # process 0 alone reports
