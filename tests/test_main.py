@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from cli import run_cli
@@ -114,3 +115,58 @@ def test_the_run_says_its_platform_and_warns_when_an_accelerator_config_finds_a_
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and err.startswith("warning: this config is sized for a GPU or TPU")
   assert "pip install -e '.[cuda]' or -e '.[tpu]'" in err
+
+
+_RUN_AND_REPORT_TF = """
+import runpy, sys
+sys.argv = ["alphaprune.main"] + sys.argv[1:]
+try:
+  runpy.run_module("alphaprune.main", run_name="__main__")
+except SystemExit as e:
+  code = e.code
+print("tensorflow imported:", "tensorflow" in sys.modules)
+sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  """A small Fashion-MNIST-shaped TFDS dataset, prepared (which may import TensorFlow)."""
+  from test_data import _write_idx
+  from alphaprune import data
+  root = tmp_path_factory.mktemp("prepared")
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", 100), ("t10k", 20)):
+    _write_idx(str(root / f"{prefix}-images-idx3-ubyte.gz"), rng.integers(0, 255, (n, 28, 28)))
+    _write_idx(str(root / f"{prefix}-labels-idx1-ubyte.gz"), np.arange(n) % 10)
+  data.build_local_fashion_mnist(str(root), str(root / "tfds"))
+  return str(root / "tfds")
+
+
+@pytest.mark.parametrize("pipeline", ["device", "stream"])
+def test_a_run_on_prepared_data_never_imports_tensorflow(tmp_path, prepared, pipeline):
+  env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+  proc = subprocess.run(
+      [sys.executable, "-c", _RUN_AND_REPORT_TF, SMOKE, f"--workdir={tmp_path / 'run'}",
+       f"--config.data.data_dir={prepared}", "--config.data.manual_dir=",
+       f"--config.data.pipeline={pipeline}", "--config.teacher.epochs=1",
+       "--config.train.finetune_epochs=0", "--config.train.max_epochs_per_stage=1"],
+      cwd=REPO, capture_output=True, text=True, env=env)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "tensorflow imported: False" in proc.stdout and "done:" in proc.stdout
+  assert proc.stderr == "", proc.stderr[-2000:]  # nothing before (or after) our own lines
+
+
+def test_bad_input_on_prepared_data_is_exactly_one_line(tmp_path, prepared):
+  """The issue's example: before, TensorFlow's start-up lines came first."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+  proc = subprocess.run(
+      [sys.executable, "-m", "alphaprune.main", SMOKE, f"--workdir={tmp_path / 'never'}",
+       f"--config.data.data_dir={prepared}", "--config.data.manual_dir=",
+       "--config.teacher.checkpoint=/nonexistent"], cwd=REPO, capture_output=True, text=True,
+      env=env)
+  assert proc.returncode == 2
+  lines = proc.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      "error: teacher.checkpoint=/nonexistent is not a saved model"), proc.stderr
+  assert not (tmp_path / "never").exists()
