@@ -142,6 +142,11 @@ def _check_model(c, device_count):
   if c.model.name == "resnet" and (c.model.depth < 8 or (c.model.depth - 2) % 6):
     raise ConfigError(f"model.depth={c.model.depth} is not a CIFAR ResNet depth; "
                       "use 6n+2 (20, 32, 56)")
+  if c.model.name == "imagenet_resnet":
+    _choice(c.model.depth, tuple(models.IMAGENET_RESNET_LAYOUTS), "model.depth")
+    if c.prune.structure == "filter":
+      raise ConfigError("prune.structure=filter is not supported for imagenet_resnet yet; "
+                        "use unstructured or n:m")
   _positive(c.model.width, "model.width")
   if c.model.name == "mlp" and (not c.model.hidden or min(c.model.hidden) < 1):
     raise ConfigError(f"model.hidden={c.model.hidden!r} needs positive layer widths")

@@ -91,8 +91,7 @@ class Source:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   augment: str
-  tfds_split: dict[str, str] = dataclasses.field(
-      default_factory=lambda: {"train": "train", "val": "train", "test": "test"})
+  tfds_split: dict[str, str] = dataclasses.field(default_factory=dict)
 
   @functools.cached_property
   def _sources(self) -> dict:
@@ -264,7 +263,10 @@ def open_source(name: str, *, data_dir: str | None = None, manual_dir: str | Non
   builder = _builder(name, data_dir, manual_dir, download)
   features = builder.info.features
   stored = tuple(features["image"].shape)
-  source = Source(name, builder, {}, features["label"].num_classes, stored, (), (), (), "none")
+  # TFDS's test split, or its validation split where the test labels are not public (ImageNet).
+  test_split = "test" if "test" in builder.info.splits else "validation"
+  source = Source(name, builder, {}, features["label"].num_classes, stored, (), (), (), "none",
+                  {"train": "train", "val": "train", "test": test_split})
   train_rows, val_rows = split_rows(len(source.data_source("train")), val_fraction, seed)
   rows = {"train": train_rows, "val": val_rows,
           "test": np.arange(len(source.data_source("test")))}

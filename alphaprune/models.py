@@ -1,4 +1,5 @@
-"""Flax models: LeNet-300-100 (`mlp`), `lenet5`, a small `cnn`, CIFAR-style `vgg`, CIFAR `resnet`.
+"""Flax models: LeNet-300-100 (`mlp`), `lenet5`, a small `cnn`, CIFAR-style `vgg`, CIFAR
+`resnet`, and the ImageNet ResNets (`imagenet_resnet`, ResNet-18 to -152).
 
 Convolutions and poolings go through `convolution` (fast on a CPU, XLA's own
 elsewhere); parameters are those of `nn.Conv`.
@@ -289,7 +290,62 @@ class ResNet(_UnitModel):
                       x, train, alpha)
 
 
-MODELS = {"mlp": MLP, "lenet5": LeNet5, "cnn": CNN, "vgg": VGG, "resnet": ResNet}
+# depth: (block kind, blocks per stage)
+IMAGENET_RESNET_LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+                           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
+                           152: ("bottleneck", (3, 8, 36, 3))}
+
+
+class ImageNetResNet(_UnitModel):
+  """ResNet-18/34/50/101/152 for ImageNet (He et al. 2016; v1.5: a bottleneck block strides
+  in its 3×3 convolution): 7×7/2 stem, 3×3/2 max-pool, four stages, projection shortcuts
+  where the shape changes, global average pooling. Filter pruning is not supported yet."""
+
+  num_classes: int = 1000
+  depth: int = 50
+  width: float = 1.0  # channel multiplier: 64·width in the stem
+  blend_form: str = "layer"
+
+  def channel_groups(self):
+    raise NotImplementedError("imagenet_resnet does not support filter pruning yet")
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, alpha=None):
+    kind, blocks = IMAGENET_RESNET_LAYOUTS[self.depth]
+    base = max(1, int(round(64 * self.width)))
+    expansion = 4 if kind == "bottleneck" else 1
+    x = self._unit("stem", UnitSpec("conv", base, (7, 7), (2, 2), norm=True), x, train, alpha)
+    x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+    for stage, n in enumerate(blocks):
+      inner = base * 2**stage
+      features = inner * expansion
+      for block in range(n):
+        name = f"s{stage + 1}b{block + 1}"
+        strides = (2, 2) if stage > 0 and block == 0 else (1, 1)
+        shortcut = x
+        if strides != (1, 1) or x.shape[-1] != features:
+          shortcut = self._unit(f"{name}_proj",
+                                UnitSpec("conv", features, (1, 1), strides, norm=True, act=False),
+                                x, train, alpha)
+        if kind == "bottleneck":
+          y = self._unit(f"{name}_conv1", UnitSpec("conv", inner, (1, 1), norm=True),
+                         x, train, alpha)
+          y = self._unit(f"{name}_conv2", UnitSpec("conv", inner, strides=strides, norm=True),
+                         y, train, alpha)
+          y = self._unit(f"{name}_conv3", UnitSpec("conv", features, (1, 1), norm=True,
+                                                   act=False), y, train, alpha)
+        else:
+          y = self._unit(f"{name}_conv1", UnitSpec("conv", inner, strides=strides, norm=True),
+                         x, train, alpha)
+          y = self._unit(f"{name}_conv2", UnitSpec("conv", features, norm=True, act=False),
+                         y, train, alpha)
+        x = nn.relu(y + shortcut)
+    x = jnp.mean(x, axis=(1, 2))
+    return self._unit("head", UnitSpec("dense", self.num_classes, act=False), x, train, alpha)
+
+
+MODELS = {"mlp": MLP, "lenet5": LeNet5, "cnn": CNN, "vgg": VGG, "resnet": ResNet,
+          "imagenet_resnet": ImageNetResNet}
 
 
 def make_model(model_config: Any, num_classes: int, blend_form: str = "layer") -> nn.Module:

@@ -15,6 +15,6 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e .
+.venv/bin/pip install -q -e '.[prepare]'
 exec .venv/bin/python -m alphaprune.main --config=configs/fashion_mnist.py:quick \
   --workdir="$workdir" "$@"

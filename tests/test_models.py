@@ -42,3 +42,13 @@ def test_block_form_has_a_teacher_and_a_student_per_unit():
   assert set(params["conv1"]) == {"teacher", "student"}
   with pytest.raises(ValueError, match="unknown model"):
     models.make_model({"name": "alexnet"}, 10)
+
+
+def test_imagenet_resnets_have_the_published_sizes():
+  """25,557,032 parameters for ResNet-50 and 11,689,512 for ResNet-18 (torchvision's counts)."""
+  for depth, count in ((50, 25_557_032), (18, 11_689_512)):
+    model = models.make_model({"name": "imagenet_resnet", "depth": depth}, 1000)
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    assert tree.count(variables["params"]) == count
+    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 64, 64, 3))), variables)
+    assert out.shape == (1, 1000)
