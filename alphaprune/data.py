@@ -36,7 +36,7 @@ import numpy as np
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-# 2.0.0: ArrayRecord files of raw uint8 tensors (1.0.0 held PNG-encoded TFRecords).
+# 2.0.0: ArrayRecord files of raw uint8 bytes (1.0.0 held PNG-encoded TFRecords).
 LOCAL_NAME, LOCAL_VERSION = "fashion_mnist_idx", "2.0.0"
 
 # Per-dataset (mean, std) of pixel values in [0, 1].
@@ -188,7 +188,8 @@ def build_local_fashion_mnist(idx_folder: str, data_dir: str):
 
   splits = read_idx_folder(idx_folder)
   features = tfds.features.FeaturesDict({
-      "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+      "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8,
+                                    encoding=tfds.features.Encoding.BYTES),
       "label": tfds.features.ClassLabel(num_classes=10),
   })
   with quiet_tensorflow():
@@ -314,12 +315,51 @@ def read(source: Source, split: str, rows, resized: bool = False) -> dict:
 
 
 def fetch(data_source, rows) -> list[dict]:
-  """The decoded examples at `rows` of a TFDS data source, read in one call."""
+  """{"image", "label"} of the examples at `rows` of a TFDS data source, read in one call."""
   rows = [int(r) for r in rows]
+  decode = _fast_decoder(data_source)
+  if decode is not None:
+    return [decode(record) for record in data_source.data_source.__getitems__(rows)]
   try:
     return data_source.__getitems__(rows)
   except TypeError:  # TFDS's mock source (tests) reads one example at a time
     return [data_source[r] for r in rows]
+
+
+def _fast_decoder(data_source):
+  """A decoder of serialised examples for the image and label this package reads, several
+  times faster than TFDS's generic one (which converts every feature): the example proto
+  is parsed once, the label read from it, the image taken as raw bytes (a Tensor feature
+  stored as bytes), as integers, or decoded by TFDS's own feature (an encoded Image).
+  None where it does not apply (TFDS's mock sources, other features): TFDS decodes."""
+  features = getattr(getattr(data_source, "dataset_info", None), "features", None)
+  if not hasattr(getattr(data_source, "data_source", None), "__getitems__") or not features:
+    return None
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.proto import tf_example_pb2
+
+  image, label = features["image"], features["label"]
+  if not isinstance(label, tfds.features.ClassLabel):
+    return None
+  if isinstance(image, tfds.features.Image):
+    as_image = image.decode_example_np
+  elif (type(image) is tfds.features.Tensor and None not in image.shape
+        and np.dtype(image.np_dtype) == np.uint8):
+    as_image = lambda value: value.reshape(image.shape)
+  else:
+    return None
+
+  def decode(record: bytes) -> dict:
+    feature = tf_example_pb2.Example.FromString(record).features.feature
+    value = feature["image"]
+    if value.HasField("bytes_list"):
+      raw = value.bytes_list.value[0]
+      pixels = raw if isinstance(image, tfds.features.Image) else np.frombuffer(raw, np.uint8)
+    else:
+      pixels = np.asarray(value.int64_list.value, np.uint8)
+    return {"image": as_image(pixels), "label": int(feature["label"].int64_list.value[0])}
+
+  return decode
 
 
 def load(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,

@@ -147,8 +147,12 @@ class Feed:
         self.source.data_source(split), self.source.rows[split], self.eval_batch_size,
         self.source.image_shape, None in self.source.stored_shape[:2],
         jax.process_index(), jax.process_count())
-    for batch in self._read_ahead(grain.MapDataset.range(len(batches)).map(batches)):
-      yield self.to_global(batch)
+    iterator = iter(self._read_ahead(grain.MapDataset.range(len(batches)).map(batches)))
+    try:
+      for batch in iterator:
+        yield self.to_global(batch)
+    finally:
+      iterator.close()
 
   def to_global(self, local: dict) -> dict:
     """This process's rows of a batch → one global array per key, split over "data"."""
@@ -159,5 +163,8 @@ class Feed:
     it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=self.threads,
                                                    prefetch_buffer_size=self.prefetch))
     if self.workers:
+      from absl import flags
+      if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags (library use)
+        flags.FLAGS.mark_as_parsed()
       it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
     return it
