@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import functools
 import gzip
+import importlib
 import os
 import struct
 from typing import Any
@@ -174,7 +175,11 @@ def quiet_tensorflow():
     with open(os.devnull, "w") as null:
       os.dup2(null.fileno(), 2)
       try:
-        import tensorflow  # noqa: F401  (imported here, silently, once)
+        importlib.import_module("tensorflow")
+      except ImportError as e:
+        raise DataError("preparing a TFDS dataset needs TensorFlow, which is not installed; "
+                        "install it with pip install -e '.[prepare]' (runs on prepared data "
+                        "do not need it)") from e
       finally:
         os.dup2(saved, 2)
   finally:
@@ -222,6 +227,8 @@ def _builder(name: str, data_dir: str | None, manual_dir: str | None, download: 
         raise FileNotFoundError("not prepared and data.download=False")
       with quiet_tensorflow():
         builder.download_and_prepare()
+  except DataError:
+    raise
   except Exception as e:
     hint = ("install Debian's package (apt-get install dataset-fashion-mnist) or set "
             "--config.data.manual_dir to a folder of its IDX files"
@@ -332,10 +339,12 @@ def _fast_decoder(data_source):
   is parsed once, the label read from it, the image taken as raw bytes (a Tensor feature
   stored as bytes), as integers, or decoded by TFDS's own feature (an encoded Image).
   None where it does not apply (TFDS's mock sources, other features): TFDS decodes."""
-  features = getattr(getattr(data_source, "dataset_info", None), "features", None)
-  if not hasattr(getattr(data_source, "data_source", None), "__getitems__") or not features:
-    return None
+  from array_record.python import array_record_data_source as array_record
   import tensorflow_datasets as tfds
+  features = getattr(getattr(data_source, "dataset_info", None), "features", None)
+  if (not isinstance(getattr(data_source, "data_source", None),
+                     array_record.ArrayRecordDataSource) or not features):
+    return None
   from tensorflow_datasets.proto import tf_example_pb2
 
   image, label = features["image"], features["label"]

@@ -122,7 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, history, partial = resume(phase, state, history)
     with steps.count_compilations("train_epoch") as compiled:
       state, history = train_stages(state, stages, history, phase, partial)
-    phase.checkpoints.close()
+    close(phase)
     workdir_lib.close(r.log)
     pruned = export_and_evaluate(r, phase, state, masks, teacher["params"])
     summary = summarise(config, alphas, history, teacher_acc, pruned, compiled["count"],
@@ -155,7 +155,7 @@ def choose_pipeline(config, source: data.Source) -> str:
   d = config.data
   fits = 0 <= source.bytes_in_memory() <= devices.memory_bytes() // 4
   on_host = source.augment == "inception_crop_flip"
-  if d.pipeline == "device" and not (fits and not on_host) and None in source.stored_shape[:2]:
+  if d.pipeline == "device" and None in source.stored_shape[:2]:
     raise ConfigError(f"{source.name}'s images vary in size and cannot be held on the "
                       "device; use data.pipeline=stream (or auto)")
   if d.pipeline != "auto":
@@ -271,7 +271,7 @@ def pretrain(r: Run) -> tuple[dict, list]:
   phase = make_phase(r, "pretrain", cfg, opt, r.splits, {}, stages)
   state, history, partial = resume(phase, state, [])
   state, history = train_stages(state, stages, history, phase, partial)
-  phase.checkpoints.close()
+  close(phase)
   return jax.device_get(blending.export_variables(
       "layer", state.params, state.model_state, state.masks)), history
 
@@ -362,6 +362,13 @@ def gmp_of(config, num_train: int, num_stages: int) -> methods.GmpSettings:
          f"{gmp.initial_sparsity:.2f} → {gmp.final_sparsity:.2f}, then fine-tuning at the "
          "final sparsity")
   return gmp
+
+
+def close(phase: Phase) -> None:
+  """Ends a phase's checkpointing and its Grain reader (and any worker processes)."""
+  phase.checkpoints.close()
+  if phase.batches is not None:
+    phase.batches.close()
 
 
 def make_phase(r: Run, name, cfg, opt, splits, aux, stages) -> Phase:
@@ -550,7 +557,7 @@ def stop_requested(step: int) -> bool:
 
 
 def stopped(phase: Phase, state) -> None:
-  phase.checkpoints.close()
+  close(phase)
   raise Preempted(f"stopped by SIGTERM: saved {phase.name} at step {int(state.step)} (epoch "
                   f"{int(state.epoch)}) in {phase.checkpoints.directory}; run the same "
                   "command to resume")

@@ -36,3 +36,19 @@ def real_fashion_mnist(tmp_path_factory):
     if not (data_dir / data.LOCAL_NAME / data.LOCAL_VERSION / "dataset_info.json").exists():
       data.build_local_fashion_mnist(data.DEBIAN_FASHION_MNIST, str(data_dir))
   return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+  """A small Fashion-MNIST-shaped TFDS dataset, prepared (which may import TensorFlow)."""
+  import numpy as np
+
+  from test_data import _write_idx
+  from alphaprune import data
+  root = tmp_path_factory.mktemp("prepared")
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", 100), ("t10k", 20)):
+    _write_idx(str(root / f"{prefix}-images-idx3-ubyte.gz"), rng.integers(0, 255, (n, 28, 28)))
+    _write_idx(str(root / f"{prefix}-labels-idx1-ubyte.gz"), np.arange(n) % 10)
+  data.build_local_fashion_mnist(str(root), str(root / "tfds"))
+  return str(root / "tfds")

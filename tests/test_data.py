@@ -131,3 +131,31 @@ def test_missing_data_is_a_one_line_data_error(tmp_path):
     data.load("fashion_mnist", data_dir=str(tmp_path), manual_dir=str(tmp_path / "none"),
               download=False)
   assert "\n" not in str(e.value) and "apt-get install dataset-fashion-mnist" in str(e.value)
+
+
+def test_fast_decoding_reads_what_tfds_own_decoder_reads(tmp_path):
+  """The image and label of PNG images, raw-byte tensors and integer-list tensors, as
+  TFDS's generic decoder gives them (the fast path is on for all three)."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (12, 9, 7, 3)).astype(np.uint8)
+  labels = rng.integers(0, 5, 12)
+  kinds = {"fast_png": tfds.features.Image(shape=(9, 7, 3)),
+           "fast_raw": tfds.features.Tensor(shape=(9, 7, 3), dtype=np.uint8,
+                                            encoding=tfds.features.Encoding.BYTES),
+           "fast_ints": tfds.features.Tensor(shape=(9, 7, 3), dtype=np.uint8)}
+  for name, image_feature in kinds.items():
+    features = tfds.features.FeaturesDict({"image": image_feature,
+                                           "label": tfds.features.ClassLabel(num_classes=5)})
+    split = {"image": images, "label": labels}
+    with data.quiet_tensorflow():
+      builder = tfds.dataset_builders.store_as_tfds_dataset(
+          name=name, version="1.0.0", features=features, data_dir=str(tmp_path),
+          split_datasets={"train": data._keyed_examples(split)}, file_format="array_record")
+    source = builder.as_data_source("train")
+    assert data._fast_decoder(source) is not None, name
+    rows = [3, 0, 11, 7]
+    fast, slow = data.fetch(source, rows), [source[r] for r in rows]
+    for f, s in zip(fast, slow, strict=True):
+      assert f["label"] == s["label"]
+      np.testing.assert_array_equal(f["image"], s["image"])
+      assert f["image"].dtype == np.uint8 and f["image"].shape == (9, 7, 3)

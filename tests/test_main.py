@@ -5,7 +5,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from cli import run_cli
@@ -127,20 +126,6 @@ except SystemExit as e:
 print("tensorflow imported:", "tensorflow" in sys.modules)
 sys.exit(code)
 """
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-  """A small Fashion-MNIST-shaped TFDS dataset, prepared (which may import TensorFlow)."""
-  from test_data import _write_idx
-  from alphaprune import data
-  root = tmp_path_factory.mktemp("prepared")
-  rng = np.random.default_rng(0)
-  for prefix, n in (("train", 100), ("t10k", 20)):
-    _write_idx(str(root / f"{prefix}-images-idx3-ubyte.gz"), rng.integers(0, 255, (n, 28, 28)))
-    _write_idx(str(root / f"{prefix}-labels-idx1-ubyte.gz"), np.arange(n) % 10)
-  data.build_local_fashion_mnist(str(root), str(root / "tfds"))
-  return str(root / "tfds")
 
 
 @pytest.mark.parametrize("pipeline", ["device", "stream"])

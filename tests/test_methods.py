@@ -1,5 +1,6 @@
 """Baselines at equal budget: soft, scratch, one_shot, gmp, distill beside alpha_blend."""
 
+import json
 import os
 import sys
 
@@ -158,7 +159,9 @@ def test_soft_starts_as_the_teacher_and_trains_its_pruned_weights(runs):
   at_one = tree.flatten(blending.model_params("soft", 1.0, first["params"], first["masks"]))
   for path, value in tree.flatten(teacher["params"]).items():
     np.testing.assert_array_equal(at_one[path], value)  # every parameter, exactly
-  after = ckpt.restore(2, None)[0]  # the end of the first stage (α = 0.5, 2 epochs)
+  first_stage_end = min(json.loads((root / "soft" / "checkpoints" / "prune" /
+                                    "stage_ends.json").read_text()))
+  after = ckpt.restore(first_stage_end, None)[0]  # the end of the first stage (α = 0.5)
   for path, mask in masks.items():
     pruned = ~np.asarray(mask)
     moved = tree.flatten(after["params"]["student"])[path][pruned] != \

@@ -9,10 +9,9 @@ import time
 
 import jax
 import numpy as np
-import pytest
 import tensorflow_datasets as tfds
 
-from alphaprune import checkpoint, data, stream, train
+from alphaprune import checkpoint, data, devices, stream, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "configs"))
@@ -56,8 +55,8 @@ def test_host_pad_crop_flip_matches_a_hand_built_crop():
   offsets, flips = draws.integers(0, 9, (6, 2)), draws.random(6) < 0.5
   padded = np.pad(rng_images, ((0, 0), (4, 4), (4, 4), (0, 0)))
   for i in range(2, 5):
-    (dy, dx), crop = offsets[i], padded[i, offsets[i][0]:offsets[i][0] + 5,
-                                        offsets[i][1]:offsets[i][1] + 7]
+    dy, dx = offsets[i]
+    crop = padded[i, dy:dy + 5, dx:dx + 7]
     np.testing.assert_array_equal(out[i - 2], crop[:, ::-1] if flips[i] else crop)
 
 
@@ -155,3 +154,23 @@ def test_streamed_sigkill_and_sigterm_mid_epoch_resume_bit_identical(tmp_path):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
       np.testing.assert_array_equal(x, y)
     assert strip(_metrics(whole)) == strip(_metrics(workdir))
+
+
+def test_grain_worker_processes_give_the_same_batches_as_threads(prepared):
+  """On a prepared (real ArrayRecord) dataset: one worker process, and threads alone, read
+  the same training and evaluation batches."""
+  source = data.open_source("fashion_mnist", data_dir=prepared, manual_dir=None,
+                            val_fraction=0.2)
+  mesh = devices.make_mesh()
+  feeds = [stream.Feed(source, 16, 20, 0, mesh, workers=w) for w in (0, 1)]
+  batches = []
+  for feed in feeds:
+    iterator = feed.train_iterator(stream=1, epochs=2)
+    train_batches = [next(iterator) for _ in range(2 * feed.steps_per_epoch)]
+    iterator.close()
+    batches.append((train_batches, list(feed.eval_batches("test"))))
+  (train0, eval0), (train1, eval1) = batches
+  for a, b in zip(train0 + eval0, train1 + eval1, strict=True):
+    for key in a:
+      np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+  assert sum(float(np.sum(b["mask"])) for b in eval0) == source.num_examples("test")

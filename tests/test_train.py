@@ -129,8 +129,10 @@ def test_stage_advances_early_after_n_plateau_cuts(tmp_path):
 def test_stage_end_checkpoints_are_kept(finished):
   workdir, _, _ = finished
   steps = checkpoint.RunCheckpoints(str(workdir / "checkpoints" / "prune")).steps()
-  # keep=2 keeps the two latest epochs; every stage end (2, 4, 5) is kept forever.
-  assert {2, 4, 5} <= set(steps) and 1 not in steps and 3 not in steps
+  # Checkpoints are numbered by optimizer steps: 120 mock examples, 20% held out, batches
+  # of 32, so 3 steps an epoch. keep=2 keeps the two latest epochs; every stage end
+  # (epochs 2, 4, 5) is kept forever.
+  assert {6, 12, 15} <= set(steps) and 3 not in steps and 9 not in steps
 
 
 def test_corrupt_latest_checkpoint_is_skipped(finished, tmp_path):
@@ -200,11 +202,11 @@ def test_pretraining_history_survives_a_crash_before_the_first_prune_checkpoint(
   # prune checkpoint.
   real, prune_epochs = train.train_one_epoch, []
 
-  def dies_at_the_third_prune_epoch(state, stage, k, phase):
+  def dies_at_the_third_prune_epoch(state, stage, k, phase, *rest):
     if phase.name == "prune" and len(prune_epochs) == 2:
       raise RuntimeError("killed")
     prune_epochs.append(phase.name)
-    return real(state, stage, k, phase)
+    return real(state, stage, k, phase, *rest)
 
   with monkeypatch.context() as m:
     m.setattr(train, "train_one_epoch", dies_at_the_third_prune_epoch)
