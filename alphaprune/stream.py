@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import threading
 from typing import Any, Iterator
 
 import grain
@@ -54,6 +56,7 @@ class TrainBatches:
     return len(self.rows) // self.batch_size
 
   def __call__(self, k: int) -> dict:
+    _yield_cpu()
     epoch, step = divmod(int(k), self.steps_per_epoch)
     order = epoch_order(self.seed, epoch, len(self.rows), self.stream)
     b = self.batch_size // self.process_count
@@ -83,6 +86,7 @@ class EvalBatches:
     return -(-len(self.rows) // self.batch_size)
 
   def __call__(self, k: int) -> dict:
+    _yield_cpu()
     b = self.batch_size // self.process_count
     lo = int(k) * self.batch_size + self.process_index * b
     rows = self.rows[lo:lo + b]
@@ -96,6 +100,28 @@ class EvalBatches:
     label = np.concatenate([_labels(examples), np.zeros(pad, np.int32)])
     mask = np.concatenate([np.ones(len(rows), np.float32), np.zeros(pad, np.float32)])
     return {"image": image, "label": label, "mask": mask}
+
+
+def _lowest_priority(worker_index: int, worker_count: int) -> None:
+  """Grain's worker processes yield the CPU to training: on a host with few cores they read
+  in the time the step leaves idle instead of slowing it down (on this 2-core machine the
+  streamed LeNet-5 epoch's overhead fell from about 1.36 to 1.13–1.20)."""
+  del worker_index, worker_count
+  os.nice(19)
+
+
+_reader = threading.local()
+
+
+def _yield_cpu() -> None:
+  """The same for Grain's reading threads (Linux: a thread's own priority), once each."""
+  if not getattr(_reader, "niced", False):
+    _reader.niced = True
+    if threading.current_thread() is not threading.main_thread():
+      try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+      except (AttributeError, OSError):  # not Linux
+        pass
 
 
 def _images(examples) -> list:
@@ -166,5 +192,7 @@ class Feed:
       from absl import flags
       if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags (library use)
         flags.FLAGS.mark_as_parsed()
-      it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
+      it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                       per_worker_buffer_size=self.prefetch),
+                          worker_init_fn=_lowest_priority)
     return it
