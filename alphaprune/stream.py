@@ -32,8 +32,13 @@ from alphaprune import data, devices
 
 @functools.lru_cache(maxsize=4)
 def epoch_order(seed: int, epoch: int, n: int, stream: int) -> np.ndarray:
-  """The on-device pipeline's permutation (`data.epoch_order`), computed on the host's CPU."""
-  with jax.default_device(jax.local_devices(backend="cpu")[0]):
+  """The on-device pipeline's permutation (`data.epoch_order`), computed on the host's CPU
+  (or the first local device where JAX was started without its CPU backend)."""
+  try:
+    device = jax.local_devices(backend="cpu")[0]
+  except RuntimeError:  # e.g. JAX_PLATFORMS=tpu
+    device = jax.local_devices()[0]
+  with jax.default_device(device):
     return np.asarray(data.epoch_order(seed, epoch, n, stream))
 
 

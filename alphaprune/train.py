@@ -27,6 +27,7 @@ rewritten from it on resume.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -109,11 +110,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The whole pipeline; returns the summary (also written to workdir/summary.json)."""
   t_start = time.time()
   source, pipeline, plain, alphas = preflight(config, workdir)
-  with workdir_lib.lock(workdir):  # nothing is written before this line
+  with workdir_lib.lock(workdir), sigterm_saves_and_stops():  # nothing written before this
     workdir_lib.write_config(config, workdir)
     check_platform(config)
     _print(schedules.describe(alphas))
-    watch_for_sigterm()
     r = start(config, workdir, source, pipeline, plain)
     teacher, history = teacher_variables(r)
     teacher_acc = evaluate_teacher(r, teacher)
@@ -541,10 +541,19 @@ def stream_epoch(state, phase: Phase, history: list, partial: dict | None):
 _SIGTERM = threading.Event()
 
 
-def watch_for_sigterm() -> None:
-  """SIGTERM (what TPU and SLURM preemption send) asks the run to save and stop."""
-  if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, lambda *_: _SIGTERM.set())
+@contextlib.contextmanager
+def sigterm_saves_and_stops():
+  """Inside the block, SIGTERM (what TPU and SLURM preemption send) asks the run to save and
+  stop; the process's own handler comes back after it."""
+  _SIGTERM.clear()
+  if threading.current_thread() is not threading.main_thread():  # signals reach main only
+    yield
+    return
+  previous = signal.signal(signal.SIGTERM, lambda *_: _SIGTERM.set())
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def stop_requested(step: int) -> bool:

@@ -34,10 +34,12 @@ def test_streamed_and_on_device_pipelines_train_alike(tmp_path):
   """Same rows in the same order (the on-device permutation), so the same run: every epoch's
   metrics agree and the exported models are equal to float rounding."""
   runs = {}
+  handler = signal.getsignal(signal.SIGTERM)
   for pipeline in ("device", "stream"):
     config = _smoke(**{"data.data_dir": str(tmp_path / "tfds"), "data.pipeline": pipeline})
     with tfds.testing.mock_data(num_examples=160):
       runs[pipeline] = train.run(config, str(tmp_path / pipeline))
+  assert signal.getsignal(signal.SIGTERM) is handler  # the run's own handler is gone again
   assert runs["stream"]["pruned_test_accuracy"] == runs["device"]["pruned_test_accuracy"]
   for a, b in zip(_metrics(tmp_path / "device"), _metrics(tmp_path / "stream"), strict=True):
     for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
