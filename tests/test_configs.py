@@ -79,13 +79,23 @@ def test_the_cnn_variant_prunes_every_convolution_and_has_batch_norm():
 
 def test_the_imagenet_smoke_variant_streams_a_resnet_50_on_mock_imagenet(tmp_path):
   """The ImageNet recipe end to end at small size: ResNet-50 (1/16 width) on 32×32 crops of
-  TFDS mock imagenet2012 (images of 5–50 pixels a side, 1000 classes), streamed, with a
-  checkpoint every 2 steps."""
+  TFDS mock imagenet2012 (images of 5–50 pixels a side, 1000 classes), streamed, from a
+  given teacher, with a checkpoint every 2 steps."""
+  import jax
+  import jax.numpy as jnp
+
+  from alphaprune import checkpoint, models
+  # A given teacher, as the full config expects (and it spares the suite a compilation).
+  c = _load(os.path.join(REPO, "configs", "imagenet.py")).get_config("smoke")
+  model = models.make_model(c.model, 1000)
+  teacher = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  checkpoint.save_model(str(tmp_path / "teacher"), teacher, {"model": c.model.to_dict()})
   workdir = tmp_path / "run"
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
        f"--config={REPO}/configs/imagenet.py:smoke", f"--workdir={workdir}",
-       f"--config.data.data_dir={tmp_path / 'tfds'}"],
+       f"--config.data.data_dir={tmp_path / 'tfds'}",
+       f"--config.teacher.checkpoint={tmp_path / 'teacher'}"],
       cwd=REPO, capture_output=True, text=True, timeout=400,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MOCK_EXAMPLES": "60"})
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -8,7 +8,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 from alphaprune import checkpoint
 
@@ -61,18 +60,21 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("pipeline", ["device", "stream"])
-def test_two_processes_with_gloo_match_one(tmp_path, pipeline):
-  """Streamed, each process reads only its half of every batch."""
-  port = _free_port()
-  flag = f"--config.data.pipeline={pipeline}"
-  single = _launch(tmp_path / "single", {}, tmp_path / "tfds_single", flag)
-  procs = [_launch(tmp_path / "multi", {"ALPHAPRUNE_DISTRIBUTED": "1",
-                                        "ALPHAPRUNE_COORDINATOR": f"127.0.0.1:{port}",
-                                        "ALPHAPRUNE_NUM_PROCESSES": "2",
-                                        "ALPHAPRUNE_PROCESS_ID": str(i)},
-                   tmp_path / f"tfds_multi{i}", flag) for i in range(2)]
+def test_two_processes_with_gloo_match_one_on_both_pipelines(tmp_path):
+  """One process (on device) against two on device and two streamed (each streamed process
+  reading only its half of every batch); one process alike on both pipelines is
+  test_stream's."""
+  single = _launch(tmp_path / "single", {}, tmp_path / "tfds_single")
   _finish(single)
-  outs = [_finish(p) for p in procs]
-  assert "done:" in outs[0] and "done:" not in outs[1]  # process 0 alone reports
-  _close(None, None, tmp_path / "single", tmp_path / "multi")
+  for pipeline in ("device", "stream"):
+    port = _free_port()
+    procs = [_launch(tmp_path / pipeline, {"ALPHAPRUNE_DISTRIBUTED": "1",
+                                           "ALPHAPRUNE_COORDINATOR": f"127.0.0.1:{port}",
+                                           "ALPHAPRUNE_NUM_PROCESSES": "2",
+                                           "ALPHAPRUNE_PROCESS_ID": str(i)},
+                     tmp_path / f"tfds_{pipeline}{i}", f"--config.data.pipeline={pipeline}")
+             for i in range(2)]
+    outs = [_finish(p) for p in procs]
+    assert "done:" in outs[0] and "done:" not in outs[1]  # process 0 alone reports
+    assert f"{pipeline} pipeline" in outs[0]
+    _close(None, None, tmp_path / "single", tmp_path / pipeline)
