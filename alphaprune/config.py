@@ -112,17 +112,23 @@ def _check_data(c, device_count):
   if c.data.pipeline == "device" and c.data.augment == "inception_crop_flip":
     raise ConfigError("data.augment=inception_crop_flip runs on the host; use "
                       "data.pipeline=stream")
-  if c.data.pipeline == "stream" and c.loss.reduction == "per_logit":
-    raise ConfigError("loss.reduction=per_logit needs the training set's target variance, "
-                      "computed on the device pipeline only; use data.pipeline=device or "
-                      "loss.reduction=mean")
-  if c.data.pipeline == "device" and c.checkpoint.every_steps:
-    raise ConfigError("checkpoint.every_steps needs data.pipeline=stream (the device pipeline "
-                      "trains an epoch as one compiled loop); set it to 0 or stream the data")
+  if c.data.pipeline != "auto":
+    check_pipeline(c, c.data.pipeline)
   for key in ("batch_size", "eval_batch_size"):
     if c.data[key] % device_count:
       raise ConfigError(f"data.{key}={c.data[key]} is not divisible by the {device_count} "
                         "devices; use a multiple of the device count")
+
+
+def check_pipeline(c, pipeline: str) -> None:
+  """What one input pipeline cannot do (`auto` is checked once it has chosen)."""
+  if pipeline == "stream" and c.loss.reduction == "per_logit":
+    raise ConfigError("loss.reduction=per_logit needs the training set's target variance, "
+                      "computed on the device pipeline only; use data.pipeline=device or "
+                      "loss.reduction=mean")
+  if pipeline == "device" and c.checkpoint.every_steps:
+    raise ConfigError("checkpoint.every_steps needs data.pipeline=stream (the device pipeline "
+                      "trains an epoch as one compiled loop); set it to 0 or stream the data")
 
 
 def _check_model(c, device_count):

@@ -308,10 +308,7 @@ def read(source: Source, split: str, rows, resized: bool = False) -> dict:
   """{"image": uint8 [n, H, W, C], "label": int32 [n]} of `rows` of `split`, decoded by
   TFDS with NumPy. Images of varying size come back as a list unless `resized` (then
   each is resized and centre-cropped to the model's size, as for evaluation)."""
-  examples = fetch(source.data_source(split), rows)
-  labels = np.asarray([e["label"] for e in examples], np.int32)
-  images = [np.asarray(e["image"], np.uint8) for e in examples]
-  images = [i[..., None] if i.ndim == 2 else i for i in images]
+  images, labels = images_and_labels(fetch(source.data_source(split), rows))
   if None in source.stored_shape[:2]:
     if not resized:
       return {"image": images, "label": labels}
@@ -319,6 +316,13 @@ def read(source: Source, split: str, rows, resized: bool = False) -> dict:
   stacked = (np.stack(images) if images else
              np.zeros((0,) + source.image_shape, np.uint8))
   return {"image": stacked, "label": labels}
+
+
+def images_and_labels(examples) -> tuple[list[np.ndarray], np.ndarray]:
+  """Decoded examples → (uint8 HWC images, a list: their sizes may differ; int32 labels)."""
+  images = [np.asarray(e["image"], np.uint8) for e in examples]
+  images = [i[..., None] if i.ndim == 2 else i for i in images]
+  return images, np.asarray([e["label"] for e in examples], np.int32).reshape(-1)
 
 
 def fetch(data_source, rows) -> list[dict]:

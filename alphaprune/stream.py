@@ -69,9 +69,10 @@ class TrainBatches:
     rows = self.rows[order[step * self.batch_size + lo:step * self.batch_size + lo + b]]
     examples = data.fetch(self.source, rows)
     rng = np.random.default_rng([self.seed, self.stream, epoch, step])
-    images = data.host_augment(self.augment, _images(examples), self.image_shape[0], rng,
+    images, labels = data.images_and_labels(examples)
+    images = data.host_augment(self.augment, images, self.image_shape[0], rng,
                                self.batch_size, lo)
-    return {"image": images, "label": _labels(examples)}
+    return {"image": images, "label": labels}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +97,13 @@ class EvalBatches:
     lo = int(k) * self.batch_size + self.process_index * b
     rows = self.rows[lo:lo + b]
     examples = data.fetch(self.source, rows) if len(rows) else []
-    images = _images(examples)
+    images, labels = data.images_and_labels(examples)
     if self.varying:
       images = [data.resize_centre_crop(i, self.image_shape[0]) for i in images]
     pad = b - len(rows)
     image = np.concatenate([np.asarray(images, np.uint8).reshape((-1,) + self.image_shape),
                             np.zeros((pad,) + self.image_shape, np.uint8)])
-    label = np.concatenate([_labels(examples), np.zeros(pad, np.int32)])
+    label = np.concatenate([labels, np.zeros(pad, np.int32)])
     mask = np.concatenate([np.ones(len(rows), np.float32), np.zeros(pad, np.float32)])
     return {"image": image, "label": label, "mask": mask}
 
@@ -127,15 +128,6 @@ def _yield_cpu() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
       except (AttributeError, OSError):  # not Linux
         pass
-
-
-def _images(examples) -> list:
-  images = [np.asarray(e["image"], np.uint8) for e in examples]
-  return [i[..., None] if i.ndim == 2 else i for i in images]
-
-
-def _labels(examples) -> np.ndarray:
-  return np.asarray([e["label"] for e in examples], np.int32).reshape(-1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,7 +46,7 @@ from alphaprune import blending, checkpoint, data, devices, export, losses, mask
 from alphaprune import methods, models, rngs, schedules, steps, stream, tree
 from alphaprune import workdir as workdir_lib
 from alphaprune import optimizer as opt_lib
-from alphaprune.config import ConfigError, schedule_of, validate
+from alphaprune.config import ConfigError, check_pipeline, schedule_of, validate
 
 
 class NonFiniteLoss(RuntimeError):
@@ -161,12 +161,7 @@ def choose_pipeline(config, source: data.Source) -> str:
   if d.pipeline != "auto":
     return d.pipeline
   pipeline = "device" if fits and not on_host else "stream"
-  if pipeline == "device" and config.checkpoint.every_steps:
-    raise ConfigError("checkpoint.every_steps needs the streamed pipeline and data.pipeline="
-                      f"auto chose device for {source.name}; set data.pipeline=stream")
-  if pipeline == "stream" and config.loss.reduction == "per_logit":
-    raise ConfigError(f"loss.reduction=per_logit needs the device pipeline, and "
-                      f"{source.name} does not fit on one device; use loss.reduction=mean")
+  check_pipeline(config, pipeline)
   return pipeline
 
 
