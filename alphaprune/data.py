@@ -478,9 +478,46 @@ def epoch_key(seed: int, epoch, stream: int = 0) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), stream), epoch)
 
 
-def epoch_order(seed: int, epoch, n: int, stream: int = 0) -> jax.Array:
-  """The epoch's data order; `stream` separates phases (pretraining, pruning)."""
-  return jax.random.permutation(epoch_key(seed, epoch, stream), n)
+@functools.lru_cache(maxsize=4)
+def epoch_order(seed: int, epoch: int, n: int, stream: int = 0) -> np.ndarray:
+  """The epoch's data order (int32); `stream` separates phases (pretraining, pruning).
+
+  It is `jax.random.permutation(epoch_key(seed, epoch, stream), n)` (a test checks it
+  element for element), computed on the host: the same random sort keys, drawn on the host's
+  CPU, sorted by NumPy. XLA's sort on a CPU takes 40 ms for Fashion-MNIST's 54,000 rows, 6%
+  of an epoch of LeNet-300-100; NumPy's takes about 2 ms.
+  """
+  with jax.default_device(_host_device()):
+    bits = np.asarray(_sort_keys(epoch_key(seed, epoch, stream), n)).astype(np.uint64)
+  order, position = np.arange(n, dtype=np.int32), np.arange(n, dtype=np.uint64)
+  for keys in bits:  # one stable sort by 32-bit key per round: ties keep their position
+    order = order[(np.sort(keys << np.uint64(32) | position) & np.uint64(0xFFFFFFFF))
+                  .astype(np.intp)]
+  order.flags.writeable = False  # cached: shared by every caller
+  return order
+
+
+def _shuffle_rounds(n: int) -> int:
+  """How many sorts `jax.random.permutation` does for n elements (jax.random._shuffle)."""
+  return int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _sort_keys(key, n: int) -> jax.Array:
+  """Each round's 32-bit sort keys, drawn as `jax.random.permutation` draws them."""
+  rounds = []
+  for _ in range(_shuffle_rounds(n)):
+    key, sub = jax.random.split(key)
+    rounds.append(jax.random.bits(sub, (n,), jnp.uint32))
+  return jnp.stack(rounds) if rounds else jnp.zeros((0, n), jnp.uint32)
+
+
+def _host_device() -> jax.Device:
+  """The host's CPU, or the first local device where JAX was started without it."""
+  try:
+    return jax.local_devices(backend="cpu")[0]
+  except RuntimeError:  # e.g. JAX_PLATFORMS=tpu
+    return jax.local_devices()[0]
 
 
 def augment(key, images_bhwc):

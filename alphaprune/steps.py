@@ -2,8 +2,8 @@
 
 `state, metrics = train_step(state, batch, aux, cfg)` is one optimizer step on
 one batch. Two epoch runners call it: `train_epoch` scans it over an epoch whose
-batches are gathered on device from a permutation of (seed, stream, epoch) (the
-on-device pipeline), and `train_batch` takes one batch fed from the host (the
+batches are gathered on device in a given order (the on-device pipeline; the order is
+a permutation of (seed, stream, epoch), `epoch_order`), and `train_batch` takes one batch fed from the host (the
 streamed pipeline), adding its metrics to the epoch's running sums. Everything a step needs
 besides arrays is one frozen, hashable `StepConfig`, passed as a static
 argument: α, stage and the learning-rate scale are values inside the state,
@@ -129,15 +129,15 @@ def train_step(state: TrainState, batch: dict, aux: dict,
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("state",))
-def train_epoch(state: TrainState, arrays: dict, aux: dict,
+def train_epoch(state: TrainState, arrays: dict, order: jax.Array, aux: dict,
                 cfg: StepConfig) -> tuple[TrainState, dict]:
-  """One whole epoch over `arrays` (on device): (state, epoch-mean metrics).
+  """One whole epoch over `arrays` (on device) in `order`: (state, epoch-mean metrics).
 
-  The remainder of n / batch_size is dropped; the next epoch's order differs.
-  Parameters and optimizer state stay replicated; only batches are split on "data".
+  `order` is a permutation of the rows, `data.epoch_order(cfg.seed, epoch, n, cfg.stream)`
+  in the driver (computed on the host: XLA's sort is slow on a CPU). The remainder of
+  n / batch_size is dropped. Parameters and optimizer state stay replicated; only batches
+  are split on "data".
   """
-  n = arrays["label"].shape[0]
-  order = data.epoch_order(cfg.seed, state.epoch, n, cfg.stream)
   batch_sharding = devices.batch_sharded(cfg.mesh)
 
   def body(state, i):
@@ -146,10 +146,16 @@ def train_epoch(state: TrainState, arrays: dict, aux: dict,
              for k, v in arrays.items()}
     return train_step(state, batch, aux, cfg)
 
-  state, metrics = jax.lax.scan(body, state, jnp.arange(n // cfg.batch_size))
+  state, metrics = jax.lax.scan(body, state, jnp.arange(order.shape[0] // cfg.batch_size))
   metrics = jax.tree.map(lambda m: jnp.mean(m, 0), metrics)
   state = state.replace(epoch=state.epoch + 1, stage_epoch=state.stage_epoch + 1)
   return jax.lax.with_sharding_constraint((state, metrics), devices.replicated(cfg.mesh))
+
+
+def epoch_order(state: TrainState, arrays: dict, cfg: StepConfig) -> jax.Array:
+  """The order of `state`'s next epoch over `arrays`, placed for `train_epoch`."""
+  order = data.epoch_order(cfg.seed, int(state.epoch), arrays["label"].shape[0], cfg.stream)
+  return devices.put_replicated(order, cfg.mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("state", "sums"))

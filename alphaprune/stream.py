@@ -18,7 +18,6 @@ run resumed mid-epoch reads on from exactly the next batch.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import threading
 from typing import Any, Iterator
@@ -28,18 +27,6 @@ import jax
 import numpy as np
 
 from alphaprune import data, devices
-
-
-@functools.lru_cache(maxsize=4)
-def epoch_order(seed: int, epoch: int, n: int, stream: int) -> np.ndarray:
-  """The on-device pipeline's permutation (`data.epoch_order`), computed on the host's CPU
-  (or the first local device where JAX was started without its CPU backend)."""
-  try:
-    device = jax.local_devices(backend="cpu")[0]
-  except RuntimeError:  # e.g. JAX_PLATFORMS=tpu
-    device = jax.local_devices()[0]
-  with jax.default_device(device):
-    return np.asarray(data.epoch_order(seed, epoch, n, stream))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +50,7 @@ class TrainBatches:
   def __call__(self, k: int) -> dict:
     _yield_cpu()
     epoch, step = divmod(int(k), self.steps_per_epoch)
-    order = epoch_order(self.seed, epoch, len(self.rows), self.stream)
+    order = data.epoch_order(self.seed, epoch, len(self.rows), self.stream)
     b = self.batch_size // self.process_count
     lo = self.process_index * b
     rows = self.rows[order[step * self.batch_size + lo:step * self.batch_size + lo + b]]

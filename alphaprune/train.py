@@ -481,7 +481,8 @@ def train_one_epoch(state, stage: methods.Stage, k: int, phase: Phase, history: 
   t0 = time.time()
   lr = phase.opt.learning_rate * float(opt_lib.lr_scale(state.opt_state))
   if phase.feed is None:
-    state, train_m = steps.train_epoch(state, phase.splits.train, phase.aux, phase.cfg)
+    order = steps.epoch_order(state, phase.splits.train, phase.cfg)
+    state, train_m = steps.train_epoch(state, phase.splits.train, order, phase.aux, phase.cfg)
   else:
     state, train_m = stream_epoch(state, phase, history, partial)
   val_m = evaluate(phase, "val", steps.variables_of(state, phase.cfg.form), state.alpha,

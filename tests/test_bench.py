@@ -42,8 +42,8 @@ def _ratios_are_ratios_of_its_own_measurements(quick):
   assert quick["blend_block_step_ratio"] == pytest.approx(
       quick["block_step_ms"] / quick["dense_step_ms"])
   assert quick["images_per_second_dense"] == pytest.approx(128 / (quick["dense_step_ms"] / 1e3))
-  for key in ("input_overhead_ratio", "regression_step_ratio", "compact_speedup_b1",
-              "compact_speedup_b32", "compact_speedup_b256"):
+  for key in ("input_overhead_ratio", "input_overhead_ratio_fixed_batch", "regression_step_ratio",
+              "compact_speedup_b1", "compact_speedup_b32", "compact_speedup_b256"):
     assert 0 < quick[key] < 100, key
   assert quick["train_step_compilations"] == 1  # a count over a real 3-stage run: exact
   assert quick["compilation_run_stages"] == 3

@@ -42,6 +42,17 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
   assert sorted(a) == list(range(500))
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 255, 54_000])  # no sort, 1 sort, 2 sorts
+def test_epoch_order_is_jax_permutation(n):
+  """The host's order is exactly what `jax.random.permutation` gives on any device, so
+  runs from before it moved to the host keep their batches."""
+  for seed, epoch, stream in ((0, 0, 0), (3, 5, 1)):
+    expected = jax.random.permutation(data.epoch_key(seed, epoch, stream), n)
+    got = data.epoch_order(seed, epoch, n, stream)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_eval_padding_counts_every_example_once():
   arrays = {"image": np.zeros((103, 2, 2, 1), np.uint8), "label": np.arange(103) % 10}
   padded = data.pad_for_eval(arrays, 25)

@@ -80,12 +80,15 @@ def test_three_alphas_compile_once():
   state, arrays = devices.put_replicated((state, arrays), cfg.mesh)  # as the driver places them
   with steps.count_compilations("train_epoch") as compiled:
     for alpha in (0.9, 0.5, 0.0):
-      state, metrics = steps.train_epoch(state.replace(alpha=jnp.float32(alpha)), arrays, {}, cfg)
+      state = state.replace(alpha=jnp.float32(alpha))
+      state, metrics = steps.train_epoch(state, arrays, steps.epoch_order(state, arrays, cfg),
+                                         {}, cfg)
       assert np.isfinite(metrics["loss"])
   assert compiled["count"] == 1
   # The counter is not blind: a new batch size is a new program.
   with steps.count_compilations("train_epoch") as compiled:
-    steps.train_epoch(state, arrays, {}, cfg.__class__(**{**cfg.__dict__, "batch_size": 16}))
+    steps.train_epoch(state, arrays, steps.epoch_order(state, arrays, cfg), {},
+                      cfg.__class__(**{**cfg.__dict__, "batch_size": 16}))
   assert compiled["count"] == 1
 
 
