@@ -330,11 +330,60 @@ def fetch(data_source, rows) -> list[dict]:
   rows = [int(r) for r in rows]
   decode = _fast_decoder(data_source)
   if decode is not None:
-    return [decode(record) for record in data_source.data_source.__getitems__(rows)]
+    return [decode(record) for record in _records(data_source).read(rows)]
   try:
     return data_source.__getitems__(rows)
   except TypeError:  # TFDS's mock source (tests) reads one example at a time
     return [data_source[r] for r in rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Records:
+  """Serialised records of one split by row, read straight from its ArrayRecord shards
+  (TFDS's file instructions). ArrayRecord's own `__getitems__` starts a thread pool on every
+  call, which costs more CPU than reading 128 small records (4.1 → 3.0 ms a Fashion-MNIST
+  batch); the readers here are opened once per process."""
+
+  files: tuple[str, ...]
+  starts: tuple[int, ...]  # each shard's first record (its `skip`)
+  ends: np.ndarray  # the split's row after each shard's last one
+
+  def read(self, rows: list[int]) -> list[bytes]:
+    shard = np.searchsorted(self.ends, rows, side="right")
+    out: list[bytes] = [b""] * len(rows)
+    for f in np.unique(shard):
+      where = np.flatnonzero(shard == f)
+      first = int(self.ends[f - 1]) if f else 0
+      positions = [self.starts[f] + rows[i] - first for i in where]
+      for i, record in zip(where, _reader(self.files[f]).read(positions)):
+        out[i] = record
+    return out
+
+
+_RECORDS: dict[int, tuple[Any, _Records]] = {}  # id(data source) → (it, its records)
+
+
+def _records(data_source) -> _Records:
+  if id(data_source) not in _RECORDS:
+    instructions = data_source.dataset_info.splits[str(data_source.split)].file_instructions
+    _RECORDS[id(data_source)] = (data_source, _Records(
+        tuple(os.fspath(i.filename) for i in instructions),
+        tuple(int(i.skip) for i in instructions),
+        np.cumsum([int(i.take) for i in instructions])))
+  return _RECORDS[id(data_source)][1]
+
+
+_READERS: dict[tuple[int, str], Any] = {}
+
+
+def _reader(filename: str):
+  """One ArrayRecord reader per file and process (Grain's workers open their own)."""
+  key = (os.getpid(), filename)
+  if key not in _READERS:
+    from array_record.python import array_record_module
+    _READERS[key] = array_record_module.ArrayRecordReader(
+        filename, options="readahead_buffer_size:0", file_reader_buffer_size=32768)
+  return _READERS[key]
 
 
 def _fast_decoder(data_source):

@@ -170,3 +170,20 @@ def test_fast_decoding_reads_what_tfds_own_decoder_reads(tmp_path):
       assert f["label"] == s["label"]
       np.testing.assert_array_equal(f["image"], s["image"])
       assert f["image"].dtype == np.uint8 and f["image"].shape == (9, 7, 3)
+
+
+def test_records_read_rows_across_shards(tmp_path):
+  """Rows of a split stored in several ArrayRecord shards, each read from its `skip` on,
+  come back in the order asked for."""
+  from array_record.python import array_record_module
+  files = []
+  for f, count in enumerate((5, 3, 4)):
+    files.append(str(tmp_path / f"shard{f}"))
+    writer = array_record_module.ArrayRecordWriter(files[-1], "group_size:1")
+    for i in range(count):
+      writer.write(f"{f}:{i}".encode())
+    writer.close()
+  # The split takes records 1–4 of shard 0, all of shard 1 and records 2–3 of shard 2.
+  records = data._Records(tuple(files), (1, 0, 2), np.cumsum([4, 3, 2]))
+  got = records.read([8, 0, 4, 3, 7, 5])
+  assert got == [b"2:3", b"0:1", b"1:0", b"0:4", b"2:2", b"1:1"]
