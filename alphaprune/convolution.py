@@ -2,23 +2,28 @@
 
 XLA:CPU runs `lax.conv_general_dilated` and, above all, its gradients slowly:
 a LeNet-5 train step (batch 128) took 91 ms with XLA's convolution and
-`nn.max_pool` against 17 ms with the formulation here, a VGG-11 (width 0.25,
-32×32×3) step 2.8 s against 0.12 s (`python -m alphaprune.bench`, and the
-closing note of issue #15 for the probe). Each part is the fastest of the
-formulations measured on this machine:
+`nn.max_pool` against about 12 ms with the formulations here, a VGG-11 (width
+0.25, 32×32×3) step 2.8 s against 0.12 s (`python -m alphaprune.bench`, and the
+closing notes of issue #15). Each layer takes the cheaper of two formulations
+(`_banded_is_cheaper`, a cost model of floats moved against multiply-adds):
 
-* forward, one input channel: the k·k shifted slices stacked tap-major,
-  (k·k, N·Ho·Wo), times the kernel: a matmul, kept for the kernel gradient.
-  (A fused sum of scaled slices is 3× faster alone, but XLA:CPU runs such
-  elementwise fusions ~10× slower inside the `lax.scan` that runs an epoch;
-  matmuls are not affected);
-* forward, several channels: im2col (the k·k shifted slices side by side,
-  taps outer and channels inner) times the kernel reshaped to (k·k·C, O), one matmul;
-* kernel gradient: the same patches, transposed, times the output gradient
-  (rebuilt in the backward pass when there are several channels);
-* input gradient: the output gradient times the transposed kernel gives each
-  patch's gradient, scattered back by k·k padded adds (col2im), strides
-  included as interior padding.
+* **banded** (narrow images, e.g. LeNet-5's 28×28 and 14×14 layers): each output
+  row is one matmul of the kh input rows it sees, (N·Ho, kh·Wp·C), with a banded
+  matrix built from the kernel, (kh·Wp·C, Wo·O). It moves kh slices instead of
+  kh·kw and does Wp/kw times the multiply-adds; autodiff gives both gradients
+  (the kernel's summed back along the band, the input's by kh padded adds).
+* **im2col** (wide images with many channels, e.g. VGG's), with a `custom_vjp`:
+  * forward, one input channel: the k·k shifted slices stacked tap-major,
+    (k·k, N·Ho·Wo), times the kernel, kept for the kernel gradient. (A fused
+    sum of scaled slices is 3× faster alone, but XLA:CPU runs it ~10× slower
+    inside the epoch's `lax.scan` once fused with a reduction);
+  * forward, several channels: the k·k shifted slices side by side (taps
+    outer, channels inner) times the kernel reshaped to (k·k·C, O);
+  * kernel gradient: the same patches, transposed, times the output gradient
+    (rebuilt in the backward pass when there are several channels);
+  * input gradient: the output gradient times the transposed kernel gives each
+    patch's gradient, scattered back by k·k padded adds (col2im), strides
+    included as interior padding.
 
 The input gradient of a network's first convolution is never used, and XLA
 drops it. Dilated and grouped convolutions, and every backend but the CPU,
@@ -32,6 +37,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -64,17 +70,45 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 def max_pool_2x2(x_nhwc):
   """2×2 max-pooling, stride 2, SAME padding (odd sizes padded with −∞ at the end).
 
-  On a CPU by reshape and max: XLA's select-and-scatter gradient is slow there.
-  Where a window holds equal maxima the gradient is shared between them rather
-  than given to the first; the forward values are identical."""
+  On a CPU by reshape and max, with a gradient of our own: each window's gradient goes to
+  its first maximum (row-major), as with XLA's select-and-scatter, which is slow there;
+  autodiff of the reshape-max would share it between tied maxima, at the cost of counting
+  them (ReLU's zeros tie in every dead window)."""
   if not _ours():
     return nn.max_pool(x_nhwc, (2, 2), strides=(2, 2), padding="SAME")
   n, h, w, c = x_nhwc.shape
   if h % 2 or w % 2:
     x_nhwc = jnp.pad(x_nhwc, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)),
                      constant_values=-jnp.inf)
-  n, h, w, c = x_nhwc.shape
-  return x_nhwc.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  return _pool(x_nhwc)
+
+
+def _windows(x):
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
+def _pool(x):
+  return _windows(x).max(axis=(2, 4))
+
+
+def _pool_fwd(x):
+  y = _pool(x)
+  return y, (x, y)
+
+
+def _pool_bwd(residuals, g):
+  x, y = residuals
+  windows = _windows(x)
+  position = (2 * lax.broadcasted_iota(jnp.int32, windows.shape, 2)
+              + lax.broadcasted_iota(jnp.int32, windows.shape, 4))  # row-major in the window
+  at_max = jnp.where(windows == y[:, :, None, :, None, :], position, 4)
+  first = position == at_max.min(axis=(2, 4), keepdims=True)
+  return (jnp.where(first, g[:, :, None, :, None, :], 0).reshape(x.shape),)
+
+
+_pool.defvjp(_pool_fwd, _pool_bwd)
 
 
 # ------------------------------------------------------------------ the convolution
@@ -113,9 +147,53 @@ def _taps_first(x, k_hw, strides, pads, out_hw):
 # jit they are inlined.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x, kernel, strides, pads):
   """NHWC × HWIO convolution with explicit `pads` ((top, bottom), (left, right))."""
+  if _banded_is_cheaper(x.shape, kernel.shape, strides, pads):
+    return _banded(x, kernel, strides, pads)
+  return _im2col(x, kernel, strides, pads)
+
+
+# A float written and read back costs about as much as this many multiply-adds in a
+# matmul on the CPUs measured (LeNet-5's step: 95 µs to copy a 100,000-float tap slice,
+# matmuls at ~190 GFLOP/s).
+_MACS_PER_FLOAT = 200
+
+
+def _banded_is_cheaper(x_shape, k_shape, strides, pads) -> bool:
+  """Whether the banded formulation beats im2col for this layer: it moves kh·Wp·C floats
+  per output row where im2col moves Wo·kh·kw·C, at the price of Wp/(kw·sw) times the
+  multiply-adds (its band is mostly zeros). It wins on narrow images (LeNet's 28×28 and
+  10×10 convolutions), loses on wide ones with many channels (VGG's)."""
+  kh, kw, c, o = k_shape
+  wp = x_shape[2] + sum(pads[1])
+  wo = _out_hw(x_shape, k_shape, strides, pads)[1]
+  per_row = lambda floats, macs: _MACS_PER_FLOAT * floats + 3 * macs  # forward + 2 grads
+  return (per_row(kh * wp * c, kh * wp * c * wo * o)
+          < per_row(wo * kh * kw * c, wo * kh * kw * c * o))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _banded(x, kernel, strides, pads):
+  """Each output row as one matmul of the kh input rows it sees, (N·Ho, kh·Wp·C), with a
+  banded matrix built from the kernel, (kh·Wp·C, Wo·O): entry ((i, p, c), (x, o)) is
+  kernel[i, p − x·sw, c, o] inside the band and 0 outside. Autodiff gives the gradients:
+  the kernel's from the same rows (summed back along the band), the input's by kh adds."""
+  kh, kw, c, o = kernel.shape
+  x_padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  n, _, wp, _ = x_padded.shape
+  (sh, sw), (ho, wo) = strides, _out_hw(x.shape, kernel.shape, strides, pads)
+  band = (np.arange(wp)[:, None, None]
+          == sw * np.arange(wo)[None, None, :] + np.arange(kw)[None, :, None])  # (Wp, kw, Wo)
+  matrix = jnp.einsum("pjx,ijco->ipcxo", band.astype(x.dtype), kernel)
+  rows = jnp.stack([lax.slice(x_padded, (0, i, 0, 0), (n, i + (ho - 1) * sh + 1, wp, c),
+                              (1, sh, 1, 1)) for i in range(kh)], axis=2)
+  y = jnp.dot(rows.reshape(n * ho, kh * wp * c), matrix.reshape(kh * wp * c, wo * o))
+  return y.reshape(n, ho, wo, o)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _im2col(x, kernel, strides, pads):
   return _forward(x, kernel, strides, pads)[0]
 
 
@@ -167,4 +245,4 @@ def _backward(x, kernel, taps, g, strides, pads):
   return d_x, d_kernel
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_im2col.defvjp(_conv2d_fwd, _conv2d_bwd)

@@ -19,8 +19,12 @@ CASES = [  # (H, W, C, O, kernel, strides, padding)
 ]
 
 
+@pytest.mark.parametrize("banded", [True, False], ids=["banded", "im2col"])
 @pytest.mark.parametrize("h,w,c,o,kernel,strides,padding", CASES)
-def test_conv_equals_xla_values_and_both_gradients(h, w, c, o, kernel, strides, padding):
+def test_conv_equals_xla_values_and_both_gradients(h, w, c, o, kernel, strides, padding,
+                                                   banded, monkeypatch):
+  """Both formulations, whichever the layer would pick."""
+  monkeypatch.setattr(convolution, "_banded_is_cheaper", lambda *_: banded)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(3, h, w, c)).astype(np.float32)
   k = rng.normal(size=kernel + (c, o)).astype(np.float32)
@@ -41,6 +45,17 @@ def test_conv_equals_xla_values_and_both_gradients(h, w, c, o, kernel, strides, 
     np.testing.assert_allclose(ours, xla, rtol=1e-5, atol=1e-4)
 
 
+def test_each_layer_gets_the_cheaper_formulation():
+  """Banded matmuls for narrow images (LeNet-5's two convolutions), im2col for wide ones
+  with many channels (VGG's) and for the small first layers of the cnn."""
+  cheaper = lambda x, k, s=(1, 1), p=((0, 0), (0, 0)): convolution._banded_is_cheaper(
+      (1,) + x, k, s, p)
+  assert cheaper((28, 28, 1), (5, 5, 1, 6), p=((2, 2), (2, 2)))
+  assert cheaper((14, 14, 6), (5, 5, 6, 16))
+  assert not cheaper((32, 32, 16), (3, 3, 16, 32), p=((1, 1), (1, 1)))
+  assert not cheaper((28, 28, 1), (3, 3, 1, 16), p=((1, 1), (1, 1)))
+
+
 def test_flax_conv_takes_it_with_the_same_parameters_and_outputs():
   x = jax.random.normal(jax.random.key(0), (2, 10, 10, 3))
   xla = nn.Conv(4, (3, 3), strides=2)
@@ -58,9 +73,14 @@ def test_dilated_convolutions_fall_back_to_xla():
                                 lax.conv_general_dilated(x, k, (1, 1), "SAME", **args))
 
 
+@pytest.mark.parametrize("tied", [False, True], ids=["distinct", "tied"])
 @pytest.mark.parametrize("shape", [(2, 8, 6, 3), (2, 7, 5, 3)])
-def test_max_pool_equals_flax_values_and_untied_gradients(shape):
-  x = jax.random.normal(jax.random.key(0), shape)  # no ties: the gradients agree exactly
+def test_max_pool_equals_flax_values_and_gradients(shape, tied):
+  """Each window's gradient goes to its first maximum, as flax's (select-and-scatter) does,
+  also where maxima tie (ReLU's zeros, small integers)."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  if tied:
+    x = jnp.round(jax.nn.relu(x))
   flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
   np.testing.assert_array_equal(convolution.max_pool_2x2(x), flax_pool(x))
   g = jax.random.normal(jax.random.key(1), flax_pool(x).shape)
