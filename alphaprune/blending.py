@@ -53,28 +53,17 @@ def masked_student(student, masks, shared):
   return tree.merge(jax.tree.map(lambda s, m: s * m, student, masks), shared)
 
 
-def model_params(form: str, alpha, params: Mapping[str, Any], masks,
-                 student_masked: bool = False) -> dict:
-  """The `params` collection the model is applied to: `form` is a blend form, or `soft`.
-
-  `student_masked=True` promises that the student is already zero wherever its mask is, as
-  in every train state (`init_student` masks it, the optimizer never moves a pruned weight
-  and gmp re-masks after each update). The mask multiply is then left out: the same values
-  bit for bit, one elementwise pass fewer per kernel and step (3% of a LeNet-300-100 step on
-  a CPU). The student's gradient then reaches its pruned entries too, and the optimizer
-  drops it there (`optimizer.make_optimizer`'s `pruned_fixed`).
-  """
+def model_params(form: str, alpha, params: Mapping[str, Any], masks) -> dict:
+  """The `params` collection the model is applied to: `form` is a blend form, or `soft`."""
   if form == "soft":
     return soft(alpha, params["student"], masks, params["shared"])
-  student = params["student"]
-  if not student_masked:
-    student = jax.tree.map(lambda s, m: s * m, student, masks)
-  if not params["teacher"]:  # dense pretraining and the single-network methods
-    return tree.merge(student, params["shared"])
+  if not params["teacher"]:  # dense pretraining: no teacher branch
+    return masked_student(params["student"], masks, params["shared"])
   if form == "layer":
-    return tree.merge(jax.tree.map(lambda t, s: alpha * t + (1.0 - alpha) * s,
-                                   params["teacher"], student), params["shared"])
-  return tree.merge(params["teacher"], student, params["shared"])
+    return blend(alpha, params["teacher"], params["student"], masks, params["shared"])
+  return tree.merge(params["teacher"],
+                    jax.tree.map(lambda s, m: s * m, params["student"], masks),
+                    params["shared"])
 
 
 def init_student(key, teacher, masks, method: str = "he_normal"):

@@ -86,8 +86,8 @@ def apply_model(model, variables, x, train: bool, alpha, key=None):
 
 def variables_of(state: TrainState, form: str) -> dict:
   """The variables the blended model is applied to, at the state's α."""
-  return {"params": blending.model_params(form, state.alpha, state.params, state.masks,
-                                         student_masked=True), **state.model_state}
+  return {"params": blending.model_params(form, state.alpha, state.params, state.masks),
+          **state.model_state}
 
 
 # ------------------------------------------------------------------ training
@@ -107,8 +107,7 @@ def train_step(state: TrainState, batch: dict, aux: dict,
     teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None)
 
   def loss_of(params):
-    variables = {"params": blending.model_params(cfg.form, state.alpha, params, state.masks,
-                                                 student_masked=True),
+    variables = {"params": blending.model_params(cfg.form, state.alpha, params, state.masks),
                  **state.model_state}
     logits, new_model_state = apply_model(cfg.model, variables, x, True, state.alpha, key)
     per_example, per_logit = cfg.loss.per_example(logits, batch["label"], teacher_logits,

@@ -56,11 +56,6 @@ def test_pruned_entries_stay_zero_and_frozen_teacher_stays_put(optimizer):
                       jax.tree.leaves(state.masks)):
     assert np.all(np.asarray(s)[~np.asarray(m)] == 0)
     assert not np.allclose(np.asarray(s)[np.asarray(m)], s0[np.asarray(m)])  # kept ones learn
-  # So the step may leave out the student's mask multiply: the blend is the same, bit for bit.
-  for masked, full in zip(*(jax.tree.leaves(blend.model_params("layer", state.alpha, state.params,
-                                                                state.masks, student_masked=k))
-                            for k in (True, False))):
-    np.testing.assert_array_equal(masked, full)
   for t, t0 in zip(jax.tree.leaves(state.params["teacher"]), jax.tree.leaves(teacher0)):
     np.testing.assert_array_equal(t, t0)
 
