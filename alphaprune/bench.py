@@ -256,6 +256,13 @@ def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: i
   return out
 
 
+def _fresh(workdir: str, name: str) -> str:
+  """A new run folder under the scratch `workdir`: a bench run reusing `--workdir` must not
+  resume (and report) the runs of an earlier one."""
+  import tempfile
+  return tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
+
+
 def compilations(workdir: str) -> dict:
   """Compilations of the training epoch over a real 3-stage run (mock data)."""
   import tensorflow_datasets as tfds
@@ -269,7 +276,7 @@ def compilations(workdir: str) -> dict:
   c.train.max_epochs_per_stage = 2
   c.report.enabled = False
   with tfds.testing.mock_data(num_examples=100):
-    summary = train.run(c, os.path.join(workdir, "run"))
+    summary = train.run(c, _fresh(workdir, "run"))
   return {"train_step_compilations": summary["train_epoch_compilations"],
           "compilation_run_stages": len(summary["alphas"])}
 
@@ -355,7 +362,7 @@ def keras_epoch_ratios(workdir: str, epochs: int = 6) -> dict:
                       for s in (ds.train, ds.val))
   out = {}
   for model in ("mlp", "lenet5"):
-    ours = _driver_epochs(os.path.join(workdir, f"keras_{model}"), model, epochs, data_dir)
+    ours = _driver_epochs(_fresh(workdir, f"keras_{model}"), model, epochs, data_dir)
     keras = {name: keras_peer.epoch_seconds(keras_peer.build(model, blended), train_xy, val_xy,
                                             epochs)
              for name, blended in (("plain", False), ("two_branch", True))}
