@@ -1,8 +1,8 @@
 """Benchmarks for DESIGN §6: `python -m alphaprune.bench --out=FILE.json [--quick]`.
 
 Each ratio compares two figures taken in this process with the same model,
-batch and optimizer, measured interleaved (A, B, A, B, …) and summarised by
-the median of the repeats. Step times come from one jitted `lax.scan` over
+batch and optimizer, measured interleaved (A, B, then B, A, …) and summarised
+by the median of the repeats. Step times come from one jitted `lax.scan` over
 `steps` training steps, which is how the driver runs an epoch, so Python
 dispatch does not count.
 """
@@ -38,13 +38,19 @@ def _timeit(fn, *args):
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
-  """Median seconds of each zero-argument callable, measured in turn `repeats` times."""
+  """Median seconds of each zero-argument callable, measured in turn `repeats` times.
+
+  The order rotates every repeat (A B C, B C A, C A B, …): on this 2-core machine a
+  program runs 2–4% slower right after a different one than after itself (measured with
+  three copies of one program), so a fixed order would charge that to whichever comes
+  second."""
   for fn in fns.values():  # compile and warm up
     fn()
+  names = list(fns)
   times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      times[name].append(_timeit(fn))
+  for r in range(repeats):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      times[name].append(_timeit(fns[name]))
   return {name: statistics.median(t) for name, t in times.items()}
 
 
