@@ -266,6 +266,7 @@ def _fresh(workdir: str, name: str) -> str:
   """A new run folder under the scratch `workdir`: a bench run reusing `--workdir` must not
   resume (and report) the runs of an earlier one."""
   import tempfile
+  os.makedirs(workdir, exist_ok=True)
   return tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
 
 

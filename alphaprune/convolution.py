@@ -163,8 +163,8 @@ _MACS_PER_FLOAT = 200
 def _banded_is_cheaper(x_shape, k_shape, strides, pads) -> bool:
   """Whether the banded formulation beats im2col for this layer: it moves kh·Wp·C floats
   per output row where im2col moves Wo·kh·kw·C, at the price of Wp/(kw·sw) times the
-  multiply-adds (its band is mostly zeros). It wins on narrow images (LeNet's 28×28 and
-  10×10 convolutions), loses on wide ones with many channels (VGG's)."""
+  multiply-adds (its band is mostly zeros). It wins on narrow images (LeNet-5's 28×28 and
+  14×14 inputs), loses on wide ones with many channels (VGG's)."""
   kh, kw, c, o = k_shape
   wp = x_shape[2] + sum(pads[1])
   wo = _out_hw(x_shape, k_shape, strides, pads)[1]

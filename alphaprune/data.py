@@ -28,6 +28,7 @@ import gzip
 import importlib
 import os
 import struct
+import threading
 from typing import Any
 
 import jax
@@ -364,6 +365,7 @@ _RECORDS: dict[int, tuple[Any, _Records]] = {}  # id(data source) → (it, its r
 
 
 def _records(data_source) -> _Records:
+  """The shards of a TFDS ArrayRecord data source's split (worked out once per source)."""
   if id(data_source) not in _RECORDS:
     instructions = data_source.dataset_info.splits[str(data_source.split)].file_instructions
     _RECORDS[id(data_source)] = (data_source, _Records(
@@ -374,16 +376,20 @@ def _records(data_source) -> _Records:
 
 
 _READERS: dict[tuple[int, str], Any] = {}
+_READERS_LOCK = threading.Lock()
 
 
 def _reader(filename: str):
-  """One ArrayRecord reader per file and process (Grain's workers open their own)."""
+  """One ArrayRecord reader per file and process (Grain's workers open their own), shared
+  by the process's reading threads (its reads are thread-safe, as ArrayRecord's own data
+  source relies on)."""
   key = (os.getpid(), filename)
-  if key not in _READERS:
-    from array_record.python import array_record_module
-    _READERS[key] = array_record_module.ArrayRecordReader(
-        filename, options="readahead_buffer_size:0", file_reader_buffer_size=32768)
-  return _READERS[key]
+  with _READERS_LOCK:
+    if key not in _READERS:
+      from array_record.python import array_record_module
+      _READERS[key] = array_record_module.ArrayRecordReader(
+          filename, options="readahead_buffer_size:0", file_reader_buffer_size=32768)
+    return _READERS[key]
 
 
 def _fast_decoder(data_source):
