@@ -180,14 +180,12 @@ def _banded(x, kernel, strides, pads):
   kernel[i, p − x·sw, c, o] inside the band and 0 outside. Autodiff gives the gradients:
   the kernel's from the same rows (summed back along the band), the input's by kh adds."""
   kh, kw, c, o = kernel.shape
-  x_padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  n, _, wp, _ = x_padded.shape
+  n, wp = x.shape[0], x.shape[2] + sum(pads[1])
   (sh, sw), (ho, wo) = strides, _out_hw(x.shape, kernel.shape, strides, pads)
   band = (np.arange(wp)[:, None, None]
           == sw * np.arange(wo)[None, None, :] + np.arange(kw)[None, :, None])  # (Wp, kw, Wo)
   matrix = jnp.einsum("pjx,ijco->ipcxo", band.astype(x.dtype), kernel)
-  rows = jnp.stack([lax.slice(x_padded, (0, i, 0, 0), (n, i + (ho - 1) * sh + 1, wp, c),
-                              (1, sh, 1, 1)) for i in range(kh)], axis=2)
+  rows = jnp.stack(_taps(x, (kh, 1), (sh, 1), pads, (ho, wp)), axis=2)  # whole padded rows
   y = jnp.dot(rows.reshape(n * ho, kh * wp * c), matrix.reshape(kh * wp * c, wo * o))
   return y.reshape(n, ho, wo, o)
 

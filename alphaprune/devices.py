@@ -62,6 +62,14 @@ def put_replicated(tree: Any, mesh) -> Any:
       lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)
 
 
+def host_device() -> jax.Device:
+  """The host's CPU, or the first local device where JAX was started without it."""
+  try:
+    return jax.local_devices(backend="cpu")[0]
+  except RuntimeError:  # e.g. JAX_PLATFORMS=tpu
+    return jax.local_devices()[0]
+
+
 def memory_bytes() -> int:
   """One device's memory: what the accelerator reports, or the host's RAM on a CPU."""
   stats = jax.local_devices()[0].memory_stats() or {}

@@ -2,9 +2,9 @@
 
 `state, metrics = train_step(state, batch, aux, cfg)` is one optimizer step on
 one batch. Two epoch runners call it: `train_epoch` scans it over an epoch whose
-batches are gathered on device in a given order (the on-device pipeline; the order is
-a permutation of (seed, stream, epoch), `epoch_order`), and `train_batch` takes one batch fed from the host (the
-streamed pipeline), adding its metrics to the epoch's running sums. Everything a step needs
+batches are gathered on device in a given order (the on-device pipeline; `epoch_order`
+draws the permutation of (seed, stream, epoch)), and `train_batch` takes one batch fed
+from the host (the streamed pipeline), adding its metrics to the epoch's running sums. Everything a step needs
 besides arrays is one frozen, hashable `StepConfig`, passed as a static
 argument: α, stage and the learning-rate scale are values inside the state,
 so one compilation serves every stage.

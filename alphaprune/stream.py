@@ -103,13 +103,13 @@ def _lowest_priority(worker_index: int, worker_count: int) -> None:
   os.nice(19)
 
 
-_reader = threading.local()
+_thread = threading.local()  # per reading thread: whether it is niced yet
 
 
 def _yield_cpu() -> None:
   """The same for Grain's reading threads (Linux: a thread's own priority), once each."""
-  if not getattr(_reader, "niced", False):
-    _reader.niced = True
+  if not getattr(_thread, "niced", False):
+    _thread.niced = True
     if threading.current_thread() is not threading.main_thread():
       try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
