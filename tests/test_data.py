@@ -46,7 +46,7 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
 def test_epoch_order_is_jax_permutation(n):
   """The host's order is exactly what `jax.random.permutation` gives on any device, so
   runs from before it moved to the host keep their batches."""
-  for seed, epoch, stream in ((0, 0, 0), (3, 5, 1)):
+  for seed, epoch, stream in ((0, 0, 0), (3, 5, 1), (2**32 + 5, 2, 0)):  # any Python seed
     expected = jax.random.permutation(data.epoch_key(seed, epoch, stream), n)
     got = data.epoch_order(seed, epoch, n, stream)
     assert got.dtype == np.int32
