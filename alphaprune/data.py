@@ -311,12 +311,12 @@ def read(source: Source, split: str, rows, resized: bool = False) -> dict:
   """{"image": uint8 [n, H, W, C], "label": int32 [n]} of `rows` of `split`, decoded by
   TFDS with NumPy. Images of varying size come back as a list unless `resized` (then
   each is resized and centre-cropped to the model's size, as for evaluation)."""
-  images, labels = images_and_labels(fetch(source.data_source(split), rows))
+  images, labels = read_rows(source.data_source(split), rows)
   if None in source.stored_shape[:2]:
     if not resized:
       return {"image": images, "label": labels}
     images = [resize_centre_crop(i, source.image_shape[0]) for i in images]
-  stacked = (np.stack(images) if images else
+  stacked = (np.stack(images) if len(images) else
              np.zeros((0,) + source.image_shape, np.uint8))
   return {"image": stacked, "label": labels}
 
@@ -326,6 +326,22 @@ def images_and_labels(examples) -> tuple[list[np.ndarray], np.ndarray]:
   images = [np.asarray(e["image"], np.uint8) for e in examples]
   images = [i[..., None] if i.ndim == 2 else i for i in images]
   return images, np.asarray([e["label"] for e in examples], np.int32).reshape(-1)
+
+
+def read_rows(data_source, rows) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+  """(uint8 HWC images, int32 labels) of `rows` of a TFDS data source, read in one call:
+  the images as one array where the records share one layout (see `_same_layout`), else
+  as a list (their sizes may differ)."""
+  rows = [int(r) for r in rows]
+  decode = _fast_decoder(data_source)
+  if decode is None or not rows:
+    return images_and_labels(fetch(data_source, rows))
+  records = _records(data_source).read(rows)
+  if decode.raw_shape is not None:
+    batch = _same_layout(records, decode.raw_shape)
+    if batch is not None:
+      return batch
+  return images_and_labels([decode(record) for record in records])
 
 
 def fetch(data_source, rows) -> list[dict]:
@@ -429,7 +445,93 @@ def _fast_decoder(data_source):
       pixels = np.asarray(value.int64_list.value, np.uint8)
     return {"image": as_image(pixels), "label": int(feature["label"].int64_list.value[0])}
 
+  # raw pixels of one shape (stored as bytes, or as integers: `_same_layout` then declines)
+  decode.raw_shape = None if isinstance(image, tfds.features.Image) else tuple(image.shape)
   return decode
+
+
+def _same_layout(records: list[bytes], image_shape) -> tuple[np.ndarray, np.ndarray] | None:
+  """Raw images and labels cut out of serialised examples by position, all at once, where
+  every record is laid out as the first: the same length, the same bytes outside its image
+  and label, and a one-byte label (images of one size stored as raw bytes, labels under
+  128: Fashion-MNIST, CIFAR). Protobuf parsing is decided by those other bytes alone, so
+  each record parses as the first does. None otherwise (then each is decoded alone).
+  A batch of 128 Fashion-MNIST records: 0.8 ms of Python decoding, holding the GIL the
+  training loop needs, becomes about 0.05 ms."""
+  if len({len(r) for r in records}) != 1:
+    return None
+  spans = _image_and_label_spans(records[0])
+  if spans is None:
+    return None
+  (i0, i1), (l0, l1) = spans
+  if i1 - i0 != int(np.prod(image_shape)) or l1 - l0 != 1:
+    return None
+  table = np.frombuffer(b"".join(records), np.uint8).reshape(len(records), -1)
+  rest = np.ones(table.shape[1], bool)
+  rest[i0:i1] = rest[l0] = False
+  labels = table[:, l0]
+  if (labels >= 0x80).any() or not (table[:, rest] == table[0, rest]).all():
+    return None
+  return table[:, i0:i1].reshape((-1,) + tuple(image_shape)), labels.astype(np.int32)
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+  value = shift = 0
+  while True:
+    byte = buf[i]
+    value, shift, i = value | (byte & 0x7F) << shift, shift + 7, i + 1
+    if byte < 0x80:
+      return value, i
+
+
+def _fields(buf: bytes, start: int, end: int):
+  """(field number, wire type, value start, value end) of each protobuf field in buf[start:end]."""
+  i = start
+  while i < end:
+    key, i = _varint(buf, i)
+    wire = key & 7
+    if wire == 0:
+      j = _varint(buf, i)[1]
+    elif wire == 2:
+      size, i = _varint(buf, i)
+      j = i + size
+    elif wire in (1, 5):
+      j = i + (8 if wire == 1 else 4)
+    else:
+      raise ValueError(f"wire type {wire}")
+    if j > end:
+      raise ValueError("truncated")
+    yield key >> 3, wire, i, j
+    i = j
+
+
+def _image_and_label_spans(record: bytes):
+  """Where a serialised tf.Example holds its image's bytes (one bytes_list value) and its
+  label's varint (one int64_list value): ((start, end), (start, end)), or None."""
+  spans = {}
+  try:
+    for field, wire, start, end in _fields(record, 0, len(record)):
+      if (field, wire) != (1, 2):  # Example.features
+        continue
+      for field, wire, start, end in _fields(record, start, end):
+        if (field, wire) != (1, 2):  # Features.feature: one map entry
+          continue
+        entry = {f: (s, e) for f, w, s, e in _fields(record, start, end) if w == 2}
+        if set(entry) != {1, 2}:
+          return None
+        lists = list(_fields(record, *entry[2]))  # the Feature's one list
+        values = list(_fields(record, *lists[0][2:])) if len(lists) == 1 else []
+        if len(values) == 1:
+          spans[record[slice(*entry[1])].decode()] = (lists[0][0], values[0])
+  except (IndexError, ValueError, UnicodeDecodeError):
+    return None
+  if "image" not in spans or "label" not in spans:
+    return None
+  (image_list, (_, image_wire, i0, i1)), (label_list, (_, _, l0, l1)) = (spans["image"],
+                                                                          spans["label"])
+  if (image_list, image_wire, label_list) != (1, 2, 3):  # bytes_list; int64_list
+    return None
+  return (i0, i1), (l0, l1)
 
 
 def load(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,

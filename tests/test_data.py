@@ -170,6 +170,39 @@ def test_fast_decoding_reads_what_tfds_own_decoder_reads(tmp_path):
       assert f["label"] == s["label"]
       np.testing.assert_array_equal(f["image"], s["image"])
       assert f["image"].dtype == np.uint8 and f["image"].shape == (9, 7, 3)
+    read_images, read_labels = data.read_rows(source, rows)  # cut out by position (raw)
+    np.testing.assert_array_equal(np.stack(read_images), np.stack([s["image"] for s in slow]))
+    np.testing.assert_array_equal(read_labels, [s["label"] for s in slow])
+    assert isinstance(read_images, np.ndarray) == (name == "fast_raw")
+
+
+def _example(image: bytes, label: int, **extra: bytes) -> bytes:
+  from tensorflow_datasets.proto import tf_example_pb2
+  example = tf_example_pb2.Example()
+  example.features.feature["image"].bytes_list.value.append(image)
+  example.features.feature["label"].int64_list.value.append(label)
+  for key, value in extra.items():
+    example.features.feature[key].bytes_list.value.append(value)
+  return example.SerializeToString(deterministic=True)
+
+
+def test_records_laid_out_alike_are_cut_by_position_or_decoded_one_by_one():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (5, 4, 3, 1)).astype(np.uint8)
+  labels = [0, 7, 127, 3, 9]
+  records = [_example(i.tobytes(), label) for i, label in zip(images, labels)]
+  got_images, got_labels = data._same_layout(records, (4, 3, 1))
+  np.testing.assert_array_equal(got_images, images)
+  np.testing.assert_array_equal(got_labels, labels)
+  assert got_labels.dtype == np.int32
+  two_byte_label = records[:4] + [_example(images[4].tobytes(), 200)]
+  assert data._same_layout(two_byte_label, (4, 3, 1)) is None
+  assert data._same_layout(records, (4, 3, 2)) is None  # not the image's size
+  other_bytes = [_example(images[0].tobytes(), 1, id=b"a"), _example(images[1].tobytes(), 2, id=b"b")]
+  assert data._same_layout(other_bytes, (4, 3, 1)) is None
+  same_extra = [_example(images[0].tobytes(), 1, id=b"a"), _example(images[1].tobytes(), 2, id=b"a")]
+  np.testing.assert_array_equal(data._same_layout(same_extra, (4, 3, 1))[0], images[:2])
+  assert data._same_layout([b"\x0a\x05garbage"], (4, 3, 1)) is None
 
 
 def test_records_read_rows_across_shards(tmp_path):
