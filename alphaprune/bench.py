@@ -443,7 +443,7 @@ def main(argv=None):
     results["lenet5"] = step_ratios(lenet, 5)
     results["lenet5_blend_layer_step_ratio"] = results["lenet5"]["blend_layer_step_ratio"]
     results.update(keras_epoch_ratios(workdir))
-    results.update(stream_input_overhead(workdir, 3))
+    results.update(stream_input_overhead(workdir, 5))
   vgg = compact_speedups({"name": "vgg", "depth": 11, "width": 0.25}, (32, 32, 3),
                          repeats, iters=5 if args.quick else 20)
   results["compact_model"] = "vgg-11 (width 0.25), 32x32x3, filter masks keeping 35% of weights"

@@ -54,9 +54,8 @@ class TrainBatches:
     b = self.batch_size // self.process_count
     lo = self.process_index * b
     rows = self.rows[order[step * self.batch_size + lo:step * self.batch_size + lo + b]]
-    examples = data.fetch(self.source, rows)
+    images, labels = data.read_rows(self.source, rows)
     rng = np.random.default_rng([self.seed, self.stream, epoch, step])
-    images, labels = data.images_and_labels(examples)
     images = data.host_augment(self.augment, images, self.image_shape[0], rng,
                                self.batch_size, lo)
     return {"image": images, "label": labels}
@@ -83,8 +82,7 @@ class EvalBatches:
     b = self.batch_size // self.process_count
     lo = int(k) * self.batch_size + self.process_index * b
     rows = self.rows[lo:lo + b]
-    examples = data.fetch(self.source, rows) if len(rows) else []
-    images, labels = data.images_and_labels(examples)
+    images, labels = data.read_rows(self.source, rows)
     if self.varying:
       images = [data.resize_centre_crop(i, self.image_shape[0]) for i in images]
     pad = b - len(rows)
@@ -167,6 +165,8 @@ class Feed:
   def to_global(self, local: dict) -> dict:
     """This process's rows of a batch → one global array per key, split over "data"."""
     sharding = devices.batch_sharded(self.mesh)
+    if jax.process_count() == 1:  # the same arrays, placed at 0.19 ms a batch instead of 0.30
+      return jax.device_put(local, sharding)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
   def _read_ahead(self, dataset: grain.MapDataset) -> grain.IterDataset:
