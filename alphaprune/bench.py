@@ -135,10 +135,13 @@ class Setup:
 
 
 def step_ratios(setup: Setup, repeats: int) -> dict:
+  """Layer- and block-form blend steps ÷ the plain dense step, and the driver's own dense
+  step (its optimizer chain, shuffled batches, masks of ones) ÷ the same: what the driver
+  costs apart from the blend (`driver_dense_step_ratio`)."""
   dense_fn, dense_carry = setup.plain_dense_step()
   layer_fn, block_fn = setup.epoch_fn(setup.plain, "layer"), setup.epoch_fn(setup.block, "block")
   holders = {"dense": dense_carry, "layer": setup.blended_state("layer"),
-             "block": setup.blended_state("block")}
+             "block": setup.blended_state("block"), "driver_dense": setup.dense_state()}
 
   def run(name, fn):
     def go():
@@ -148,12 +151,15 @@ def step_ratios(setup: Setup, repeats: int) -> dict:
     return go
 
   t = interleaved({"dense": run("dense", dense_fn), "layer": run("layer", layer_fn),
-                   "block": run("block", block_fn)}, repeats)
+                   "block": run("block", block_fn),
+                   "driver_dense": run("driver_dense", layer_fn)}, repeats)
   per_step = {k: v / setup.steps for k, v in t.items()}
   return {"dense_step_ms": 1e3 * per_step["dense"], "layer_step_ms": 1e3 * per_step["layer"],
           "block_step_ms": 1e3 * per_step["block"],
+          "driver_dense_step_ms": 1e3 * per_step["driver_dense"],
           "blend_layer_step_ratio": per_step["layer"] / per_step["dense"],
           "blend_block_step_ratio": per_step["block"] / per_step["dense"],
+          "driver_dense_step_ratio": per_step["driver_dense"] / per_step["dense"],
           "images_per_second_dense": setup.batch / per_step["dense"],
           "images_per_second_layer": setup.batch / per_step["layer"]}
 
@@ -457,7 +463,8 @@ def main(argv=None):
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(results, f, indent=2)
-  keys = ("blend_layer_step_ratio", "blend_block_step_ratio", "train_step_compilations",
+  keys = ("blend_layer_step_ratio", "blend_block_step_ratio", "driver_dense_step_ratio",
+          "train_step_compilations",
           "input_overhead_ratio", "input_overhead_ratio_fixed_batch",
           "stream_input_overhead_ratio_workers0",
           "stream_input_overhead_ratio_workers1", "stream_read_only_overhead_ratio",

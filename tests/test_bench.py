@@ -42,6 +42,8 @@ def _ratios_are_ratios_of_its_own_measurements(quick):
       quick["layer_step_ms"] / quick["dense_step_ms"])
   assert quick["blend_block_step_ratio"] == pytest.approx(
       quick["block_step_ms"] / quick["dense_step_ms"])
+  assert quick["driver_dense_step_ratio"] == pytest.approx(
+      quick["driver_dense_step_ms"] / quick["dense_step_ms"])
   assert quick["images_per_second_dense"] == pytest.approx(128 / (quick["dense_step_ms"] / 1e3))
   for key in ("input_overhead_ratio", "input_overhead_ratio_fixed_batch", "regression_step_ratio",
               "compact_speedup_b1", "compact_speedup_b32", "compact_speedup_b256"):
