@@ -243,11 +243,8 @@ class _ReadOnly:
   def __call__(self, k: int) -> dict:
     from alphaprune import stream
     stream._yield_cpu()  # as TrainBatches: the reading threads yield the CPU to training
-    b = self.batches
-    epoch, step = divmod(int(k), b.steps_per_epoch)
-    order = data.epoch_order(b.seed, epoch, len(b.rows), b.stream)
-    rows = b.rows[order[step * b.batch_size:(step + 1) * b.batch_size]]
-    data._records(b.source).read([int(r) for r in rows])
+    rows = self.batches.rows_at(k)[-1]
+    data._records(self.batches.source).read([int(r) for r in rows])
     return {k: np.array(v) for k, v in self.batch.items()}
 
 

