@@ -39,10 +39,11 @@ def _timeit(fn, *args):
   return time.perf_counter() - t0
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-  """Median seconds of each zero-argument callable, measured in turn `repeats` times.
+def interleaved_samples(fns: dict, repeats: int) -> dict:
+  """Seconds of each zero-argument callable, measured in turn `repeats` times: one list
+  per name, entry r from round r.
 
-  The order rotates every repeat (A B C, B C A, C A B, …): on this 2-core machine a
+  The order rotates every round (A B C, B C A, C A B, …): on this 2-core machine a
   program runs 2–4% slower right after a different one than after itself (measured with
   three copies of one program), so a fixed order would charge that to whichever comes
   second."""
@@ -53,7 +54,19 @@ def interleaved(fns: dict, repeats: int) -> dict:
   for r in range(repeats):
     for name in names[r % len(names):] + names[:r % len(names)]:
       times[name].append(_timeit(fns[name]))
-  return {name: statistics.median(t) for name, t in times.items()}
+  return times
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+  """Median seconds of each callable (see `interleaved_samples`)."""
+  return {name: statistics.median(t) for name, t in interleaved_samples(fns, repeats).items()}
+
+
+def quartiles(samples: dict, num: str, den: str) -> list[float]:
+  """The spread of a ratio: first and third quartiles of num ÷ den round by round (the two
+  measured back to back, so slow drifts of the machine cancel)."""
+  q = statistics.quantiles([a / b for a, b in zip(samples[num], samples[den])], n=4)
+  return [q[0], q[2]]
 
 
 def _synthetic(n, shape, classes, seed=0):
@@ -150,16 +163,20 @@ def step_ratios(setup: Setup, repeats: int) -> dict:
       return out[1]
     return go
 
-  t = interleaved({"dense": run("dense", dense_fn), "layer": run("layer", layer_fn),
-                   "block": run("block", block_fn),
-                   "driver_dense": run("driver_dense", layer_fn)}, repeats)
-  per_step = {k: v / setup.steps for k, v in t.items()}
+  samples = interleaved_samples({"dense": run("dense", dense_fn), "layer": run("layer", layer_fn),
+                                 "block": run("block", block_fn),
+                                 "driver_dense": run("driver_dense", layer_fn)}, repeats)
+  per_step = {k: statistics.median(v) / setup.steps for k, v in samples.items()}
   return {"dense_step_ms": 1e3 * per_step["dense"], "layer_step_ms": 1e3 * per_step["layer"],
           "block_step_ms": 1e3 * per_step["block"],
           "driver_dense_step_ms": 1e3 * per_step["driver_dense"],
           "blend_layer_step_ratio": per_step["layer"] / per_step["dense"],
           "blend_block_step_ratio": per_step["block"] / per_step["dense"],
           "driver_dense_step_ratio": per_step["driver_dense"] / per_step["dense"],
+          **{f"{figure}_quartiles": quartiles(samples, name, "dense")
+             for figure, name in (("blend_layer_step_ratio", "layer"),
+                                  ("blend_block_step_ratio", "block"),
+                                  ("driver_dense_step_ratio", "driver_dense"))},
           "images_per_second_dense": setup.batch / per_step["dense"],
           "images_per_second_layer": setup.batch / per_step["layer"]}
 
@@ -225,8 +242,10 @@ def input_overhead(setup: Setup, repeats: int, epoch_steps: int) -> dict:
          "fixed": run("fixed", one_batch, fixed)}
   for fn in fns.values():  # the first call's output placement compiles a second program
     fn()
-  t = interleaved(fns, repeats)
+  samples = interleaved_samples(fns, repeats)
+  t = {name: statistics.median(s) for name, s in samples.items()}
   return {"input_overhead_ratio": t["epoch"] / t["bare"],
+          "input_overhead_ratio_quartiles": quartiles(samples, "epoch", "bare"),
           "input_overhead_ratio_fixed_batch": t["epoch"] / t["fixed"],
           "epoch_seconds": t["epoch"], "epoch_steps": epoch_steps}
 
@@ -431,20 +450,25 @@ def main(argv=None):
   import tempfile
   workdir = args.workdir or tempfile.mkdtemp(prefix="alphaprune-bench-")
   repeats = 3 if args.quick else 9
+  # The step figures' epochs take 0.1-0.3 s: many rounds are cheap, and this machine's
+  # noise (±10% between runs) needs them.
+  step_repeats = 3 if args.quick else 31
   steps = 20 if args.quick else 100
   t0 = time.time()
-  results: dict = {"quick": args.quick, "repeats": repeats, "devices": str(jax.devices()),
-                   "platform": platform.platform(), "jax": jax.__version__}
+  results: dict = {"quick": args.quick, "repeats": repeats, "step_repeats": step_repeats,
+                   "devices": str(jax.devices()), "platform": platform.platform(),
+                   "jax": jax.__version__}
   mlp = Setup({"name": "mlp", "hidden": (300, 100)}, (28, 28, 1), 128, steps)
   results["model"] = "mlp (LeNet-300-100), 28x28x1, batch 128, SGD momentum 0.9"
-  results.update(step_ratios(mlp, repeats))
-  results.update(regression_ratio(mlp, repeats))
-  results.update(input_overhead(mlp, repeats, epoch_steps=steps * 2))
+  results.update(step_ratios(mlp, step_repeats))
+  results.update(regression_ratio(mlp, step_repeats))
+  results.update(input_overhead(mlp, step_repeats, epoch_steps=steps * 2))
   results["memory"] = memory(mlp)
   if not args.quick:  # the conv model of the original experiments, and the Keras peer
     lenet = Setup({"name": "lenet5"}, (28, 28, 1), 128, 20)
-    results["lenet5"] = step_ratios(lenet, 5)
-    results["lenet5_blend_layer_step_ratio"] = results["lenet5"]["blend_layer_step_ratio"]
+    results["lenet5"] = step_ratios(lenet, 11)
+    for key in ("blend_layer_step_ratio", "blend_layer_step_ratio_quartiles"):
+      results[f"lenet5_{key}"] = results["lenet5"][key]
     results.update(keras_epoch_ratios(workdir))
     results.update(stream_input_overhead(workdir, 5))
   vgg = compact_speedups({"name": "vgg", "depth": 11, "width": 0.25}, (32, 32, 3),
@@ -470,7 +494,10 @@ def main(argv=None):
           "keras_epoch_ratio_mlp", "keras_epoch_ratio_lenet5", "keras_dense_epoch_ratio_mlp",
           "keras_dense_epoch_ratio_lenet5")
   for k in (k for k in keys if k in results):
-    print(f"{k}: {results[k]:.3f}" if isinstance(results[k], float) else f"{k}: {results[k]}")
+    line = f"{k}: {results[k]:.3f}" if isinstance(results[k], float) else f"{k}: {results[k]}"
+    if f"{k}_quartiles" in results:  # the middle half of the round-by-round ratios
+      line += " (quartiles {:.3f}-{:.3f})".format(*results[f"{k}_quartiles"])
+    print(line)
   return results
 
 

@@ -28,6 +28,12 @@ def test_interleaved_rotates_and_takes_the_median(monkeypatch):
   assert t == {"a": 2.0, "b": 5.0}  # medians of (1, 3, 2) and (5, 4, 6)
 
 
+def test_quartiles_are_of_the_ratios_round_by_round():
+  samples = {"a": [1.0, 2.0, 3.0, 4.0, 5.0], "b": [1.0, 1.0, 1.0, 2.0, 1.0]}
+  # Round by round: 1, 2, 3, 2, 5; a ratio of medians (3 / 1) would hide that spread.
+  assert bench.quartiles(samples, "a", "b") == pytest.approx([1.5, 4.0])
+
+
 def test_quick_bench_measures_what_it_says(tmp_path):
   """One run of `python -m alphaprune.bench --quick` (about 30 s), checked two ways."""
   bench.main(["--out", str(tmp_path / "bench.json"), "--quick", "--workdir",
@@ -44,6 +50,10 @@ def _ratios_are_ratios_of_its_own_measurements(quick):
       quick["block_step_ms"] / quick["dense_step_ms"])
   assert quick["driver_dense_step_ratio"] == pytest.approx(
       quick["driver_dense_step_ms"] / quick["dense_step_ms"])
+  for key in ("blend_layer_step_ratio", "blend_block_step_ratio", "driver_dense_step_ratio",
+              "input_overhead_ratio"):
+    low, high = quick[f"{key}_quartiles"]
+    assert 0 < low <= high, key
   assert quick["images_per_second_dense"] == pytest.approx(128 / (quick["dense_step_ms"] / 1e3))
   for key in ("input_overhead_ratio", "input_overhead_ratio_fixed_batch", "regression_step_ratio",
               "compact_speedup_b1", "compact_speedup_b32", "compact_speedup_b256"):
