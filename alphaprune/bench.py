@@ -372,6 +372,7 @@ def compact_speedups(model_cfg, shape, repeats, batches=(1, 32, 256), iters=20) 
   masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.35, structure="filter",
                                   groups=dense.channel_groups())
   fields, small = compact.compact_variables(dense, variables, masks)
+  small = jax.device_put(small)  # on the device like the dense model's, not copied per call
   small_model = models.make_model({**model_cfg, **fields}, 10)
   out = {"compact_params": tree.count(small["params"]),
          "dense_params": tree.count(variables["params"]), "compact_fields": fields}
