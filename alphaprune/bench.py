@@ -57,9 +57,13 @@ def interleaved_samples(fns: dict, repeats: int) -> dict:
   return times
 
 
+def medians(samples: dict) -> dict:
+  return {name: statistics.median(t) for name, t in samples.items()}
+
+
 def interleaved(fns: dict, repeats: int) -> dict:
   """Median seconds of each callable (see `interleaved_samples`)."""
-  return {name: statistics.median(t) for name, t in interleaved_samples(fns, repeats).items()}
+  return medians(interleaved_samples(fns, repeats))
 
 
 def quartiles(samples: dict, num: str, den: str) -> list[float]:
@@ -166,7 +170,7 @@ def step_ratios(setup: Setup, repeats: int) -> dict:
   samples = interleaved_samples({"dense": run("dense", dense_fn), "layer": run("layer", layer_fn),
                                  "block": run("block", block_fn),
                                  "driver_dense": run("driver_dense", layer_fn)}, repeats)
-  per_step = {k: statistics.median(v) / setup.steps for k, v in samples.items()}
+  per_step = {k: v / setup.steps for k, v in medians(samples).items()}
   return {"dense_step_ms": 1e3 * per_step["dense"], "layer_step_ms": 1e3 * per_step["layer"],
           "block_step_ms": 1e3 * per_step["block"],
           "driver_dense_step_ms": 1e3 * per_step["driver_dense"],
@@ -243,7 +247,7 @@ def input_overhead(setup: Setup, repeats: int, epoch_steps: int) -> dict:
   for fn in fns.values():  # the first call's output placement compiles a second program
     fn()
   samples = interleaved_samples(fns, repeats)
-  t = {name: statistics.median(s) for name, s in samples.items()}
+  t = medians(samples)
   return {"input_overhead_ratio": t["epoch"] / t["bare"],
           "input_overhead_ratio_quartiles": quartiles(samples, "epoch", "bare"),
           "input_overhead_ratio_fixed_batch": t["epoch"] / t["fixed"],
