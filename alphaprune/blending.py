@@ -33,6 +33,9 @@ import jax
 from alphaprune import tree
 
 STUDENT_INITS = ("he_normal", "he_uniform", "copy")
+# How the trainable parts become a model's parameters: a blend form, or soft pruning's
+# one tied tensor.
+PARAMETRISATIONS = ("layer", "block", "soft")
 
 
 def blend(alpha, teacher, student, masks, shared):
@@ -53,13 +56,13 @@ def masked_student(student, masks, shared):
   return tree.merge(jax.tree.map(lambda s, m: s * m, student, masks), shared)
 
 
-def model_params(form: str, alpha, params: Mapping[str, Any], masks) -> dict:
-  """The `params` collection the model is applied to: `form` is a blend form, or `soft`."""
-  if form == "soft":
+def model_params(parametrisation: str, alpha, params: Mapping[str, Any], masks) -> dict:
+  """The `params` collection the model is applied to (see PARAMETRISATIONS)."""
+  if parametrisation == "soft":
     return soft(alpha, params["student"], masks, params["shared"])
   if not params["teacher"]:  # dense pretraining: no teacher branch
     return masked_student(params["student"], masks, params["shared"])
-  if form == "layer":
+  if parametrisation == "layer":
     return blend(alpha, params["teacher"], params["student"], masks, params["shared"])
   return tree.merge(params["teacher"],
                     jax.tree.map(lambda s, m: s * m, params["student"], masks),
@@ -132,10 +135,10 @@ def init_params(form: str, key, teacher_variables, masks, student_init: str = "h
   return params, model_state, masks
 
 
-def export_variables(form: str, params, model_state, masks) -> dict[str, Any]:
+def export_variables(parametrisation: str, params, model_state, masks) -> dict[str, Any]:
   """The pruned network alone (teacher dropped), as plain layer-form model variables."""
   pruned = masked_student(params["student"], masks, params["shared"])
-  if form != "block":
+  if parametrisation != "block":
     return {"params": pruned, **model_state}
   variables = {"params": pruned, **model_state}
   return {name: tree.unflatten(_unbranch(tree.flatten(col), "student"))

@@ -79,7 +79,10 @@ class RunCheckpoints:
     return out["state"], out["meta"]
 
   def restore_data(self, step: int, iterator: Any) -> Any:
-    """`iterator` (Grain) set to the state saved with checkpoint `step`."""
+    """`iterator` (Grain) set to the state saved with checkpoint `step` (None: the input
+    has nothing saved, its order alone says where it stands)."""
+    if iterator is None:
+      return None
     return self._manager.restore(step, args=ocp.args.Composite(
         data=grain.checkpoint.CheckpointRestore(iterator)))["data"]
 

@@ -30,7 +30,6 @@ ROOT/epochs.png (accuracy against the epochs each cell trained).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -38,10 +37,10 @@ import shlex
 import sys
 from typing import NamedTuple
 
+from alphaprune import config as config_lib
 from alphaprune.jobs import Job, default_launcher, mean_std, parse_seeds, read_summary, run_jobs
-from alphaprune.methods import METHODS
+from alphaprune.methods import METHODS, RANDOM_MASKS as RANDOM
 
-RANDOM = "_random"  # suffix: the method with random masks
 CONTROLS = ("alpha_blend_random", "one_shot_random")
 DEFAULT_METHODS = METHODS + CONTROLS
 # Grid keys that change the teacher's pretraining: one teacher per value.
@@ -108,17 +107,6 @@ def parse_grid(axes) -> list[tuple[tuple[str, str], ...]]:
     seen += keys
     parsed.append([tuple(zip(keys, v)) for v in values])
   return [sum(cell, ()) for cell in itertools.product(*parsed)]
-
-
-def load_config(spec: str):
-  """The ConfigDict of configs/NAME.py[:VARIANT] (one-line ValueError if it is missing)."""
-  path, _, variant = spec.partition(":")
-  if not os.path.exists(path):
-    raise ValueError(f"config file {path} does not exist; the configs are in configs/")
-  module_spec = importlib.util.spec_from_file_location("compare_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
 
 
 def check_keys(config, keys) -> None:
@@ -235,159 +223,25 @@ def statistics(summaries: dict) -> list[dict]:
            **aggregate(by_seed)} for (c, m), by_seed in summaries.items()]
 
 
-def _row_key(s: dict) -> tuple:
-  return (s["method"], tuple(s["settings"].items()))
-
-
-def _label(s: dict) -> str:
-  settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items())
-  return f"{s['method']} ({settings})" if settings else s["method"]
-
-
-def _fmt(stat, spec: str) -> str:
-  return "–" if stat is None else format(stat["mean"], spec)
-
-
-def table(stats: list[dict]) -> str:
-  """Test accuracy (mean ± std) and gap to the teacher per method × keep ratio, then every
-  cell's details."""
-  keeps = sorted({s["keep_ratio"] for s in stats}, reverse=True)
-  rows = {}
-  for s in stats:
-    rows.setdefault(_row_key(s), {})[s["keep_ratio"]] = s
-  lines = ["| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
-           "| --- |" + " --- |" * len(keeps)]
-  for cells in rows.values():
-    first = next(iter(cells.values()))
-    entries = []
-    for k in keeps:
-      s = cells.get(k)
-      entries.append("" if s is None else (
-          f"{s['pruned_test_accuracy']['mean']:.4f} ± {s['pruned_test_accuracy']['std']:.4f} "
-          f"({s['gap_to_teacher']['mean']:+.4f})"))
-    lines.append(f"| {_label(first)} | " + " | ".join(entries) + " |")
-  lines += ["", "| keep | method | pruned test accuracy | gap to teacher | teacher | "
-            "kept / total params | epochs after pretraining | val ÷ train loss at the end | "
-            "val loss above its best | wall time (s) | seeds |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for s in stats:
-    acc, gap, t = s["pruned_test_accuracy"], s["gap_to_teacher"], s["teacher_test_accuracy"]
-    lines.append(
-        f"| {s['keep_ratio']:g} | {_label(s)} | {acc['mean']:.4f} ± {acc['std']:.4f} | "
-        f"{gap['mean']:+.4f} ± {gap['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
-        f"{s['params_total_after']['mean']:.0f} / {s['params_total_before']['mean']:.0f} | "
-        f"{s['epochs_total']['mean']:.0f} | {_fmt(s['val_over_train_loss'], '.2f')} | "
-        f"{_fmt(s['val_loss_above_best'], '+.0%')} | {s['wall_seconds']['mean']:.0f} | "
-        f"{len(s['seeds'])} |")
-  return "\n".join(lines)
-
-
-def _pyplot():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def plot_curve(stats: list[dict], path: str) -> None:
-  """Test accuracy against the fraction of weights kept: one line per method (and grid
-  setting), error bars over seeds, the teachers as a band."""
-  plt = _pyplot()
-  rows = {}
-  for s in stats:
-    rows.setdefault(_row_key(s), []).append(s)
-  fig, ax = plt.subplots(figsize=(8, 5))
-  teachers = [v for s in stats for v in s["teacher_test_accuracy"]["values"]]
-  t = mean_std(teachers)
-  ax.axhspan(t["mean"] - t["std"], t["mean"] + t["std"], color="0.5", alpha=0.2, lw=0)
-  ax.axhline(t["mean"], color="k", ls="--", lw=1,
-             label=f"dense teacher {t['mean']:.4f} ± {t['std']:.4f}")
-  by_method = not any(s["settings"] for s in stats)  # a colour per method, random dotted
-  for i, row in enumerate(rows.values()):
-    row = sorted(row, key=lambda s: s["keep_ratio"])
-    method = row[0]["method"]
-    random = method.endswith(RANDOM)
-    colour = METHODS.index(method[:-len(RANDOM)] if random else method) if by_method else i
-    ax.errorbar([s["kept_fraction"]["mean"] for s in row],
-                [s["pruned_test_accuracy"]["mean"] for s in row],
-                yerr=[s["pruned_test_accuracy"]["std"] for s in row], capsize=3,
-                marker="o", ms=4, ls=":" if random else "-", color=f"C{colour % 10}",
-                lw=2.2 if row[0]["method"] == "alpha_blend" else 1.2, label=_label(row[0]))
-  ax.set_xscale("log")
-  keeps = sorted({s["keep_ratio"] for s in stats})
-  ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
-  ax.minorticks_off()
-  ax.set_xlabel("fraction of prunable weights kept (log)")
-  n = max(len(s["seeds"]) for s in stats)
-  ax.set_ylabel(f"pruned test accuracy (mean ± std, {n} seeds)")
-  ax.set_title("same teacher, masks' keep ratio and epoch budget for every method")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="lower right")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_losses(root: str, summaries: dict, path: str, method: str = "alpha_blend") -> bool:
-  """Train and validation loss per epoch of `method` in each cell (every seed a line)."""
+def histories(root: str, summaries: dict, method: str) -> dict:
+  """{cell name: [the pruning phase's metrics of each seed's `method` run]} (for the loss
+  figure)."""
   from alphaprune import report
-  panels = [(c, by_seed) for (c, m), by_seed in summaries.items() if m == method][:16]
-  if not panels:
-    return False
-  plt = _pyplot()
-  cols = min(4, len(panels))
-  rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-  for ax, (c, by_seed) in zip(axes.flat, panels):
-    for i, s in enumerate(sorted(by_seed)):
-      workdir = run_dir(root, c, s, method)
-      if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-        continue
-      history = [h for h in report.read_history(workdir) if h["phase"] in ("prune", "finetune")]
-      x = range(1, len(history) + 1)
-      ax.plot(x, [h["train_loss"] for h in history], color="C0", lw=1,
-              label="train" if i == 0 else None)
-      ax.plot(x, [h["val_loss"] for h in history], color="C1", lw=1, ls="--",
-              label="validation" if i == 0 else None)
-      if i == 0:
-        for j in range(1, len(history)):
-          if history[j]["alpha"] != history[j - 1]["alpha"]:
-            ax.axvline(j + 0.5, color="0.8", lw=0.6)
-    ax.set_title(c.name.replace(",", "\n", 1) if c.settings else c.name, fontsize=8)
-    ax.set_xlabel("epoch after pretraining (grey: α-stage ends)", fontsize=7)
-    ax.tick_params(labelsize=7)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=7)
-  for ax in list(axes.flat)[len(panels):]:
-    ax.axis("off")
-  fig.suptitle(f"{method}: loss per epoch, every seed", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return True
-
-
-def plot_epochs(stats: list[dict], path: str) -> None:
-  """Pruned test accuracy against the epochs each (cell, method) trained after pretraining."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(8, 5))
-  for i, s in enumerate(stats):
-    ax.errorbar(s["epochs_total"]["mean"], s["pruned_test_accuracy"]["mean"],
-                xerr=s["epochs_total"]["std"], yerr=s["pruned_test_accuracy"]["std"],
-                marker="o", capsize=3, color=f"C{i % 10}",
-                label=f"keep {s['keep_ratio']:g}, {_label(s)}")
-  ax.set_xscale("log")
-  ax.set_xlabel("epochs after pretraining (mean over seeds, log)")
-  ax.set_ylabel("pruned test accuracy (mean ± std)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  out = {}
+  for (cell, name), by_seed in summaries.items():
+    if name != method:
+      continue
+    for seed in sorted(by_seed):
+      workdir = run_dir(root, cell, seed, method)
+      if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        out.setdefault(cell.name, []).append(
+            [h for h in report.read_history(workdir) if h["phase"] in ("prune", "finetune")])
+  return out
 
 
 def write(root: str, cells, methods, seeds) -> list[dict]:
   """compare.json, compare.md and the figures from the finished runs under `root`."""
+  from alphaprune import report
   summaries = collect(root, cells, methods, seeds)
   if not summaries:
     return []
@@ -396,13 +250,14 @@ def write(root: str, cells, methods, seeds) -> list[dict]:
     json.dump(stats, f, indent=2)
   with open(os.path.join(root, "compare.md"), "w") as f:
     f.write(f"# Test accuracy (mean ± std over seeds {', '.join(map(str, seeds))}; in brackets "
-            f"the gap to the teacher)\n\n{table(stats)}\n")
-  plot_curve(stats, os.path.join(root, "compare.png"))
+            f"the gap to the teacher)\n\n{report.grid_table(stats)}\n")
+  report.plot_curve(stats, os.path.join(root, "compare.png"))
   staged = [m for m in ("alpha_blend", "soft") if m in methods]
   if staged:
-    plot_losses(root, summaries, os.path.join(root, "losses.png"), staged[0])
+    report.plot_losses(histories(root, summaries, staged[0]), os.path.join(root, "losses.png"),
+                       staged[0])
   if any(c.settings for c in cells):
-    plot_epochs(stats, os.path.join(root, "epochs.png"))
+    report.plot_epochs(stats, os.path.join(root, "epochs.png"))
   return stats
 
 
@@ -440,7 +295,7 @@ def _parse(argv):
                    if o.startswith("--config.prune.keep_ratio=")]
   if keep_override and args.keep_ratios:
     raise ValueError("give keep ratios once: --keep-ratios or --config.prune.keep_ratio")
-  config = load_config(args.config)
+  config = config_lib.load(args.config)
   check_keys(config, [k for k, _ in grid[0]])
   text = args.keep_ratios or (keep_override[-1] if keep_override else
                               str(config.prune.keep_ratio))
@@ -461,7 +316,8 @@ def main(argv=None) -> int:
   codes.update(run_jobs(ready, launcher, args.parallel))
   stats = write(args.workdir, cells, methods, seeds)
   if stats:
-    print(table(stats))
+    from alphaprune import report
+    print(report.grid_table(stats))
   failed = [name for name, code in codes.items() if code]
   if failed:
     print(f"error: {len(failed)} run(s) failed, first {failed[0]} (a failed teacher run leaves "

@@ -8,9 +8,13 @@ written.
 
 from __future__ import annotations
 
+import os
+from typing import Sequence
+
 import ml_collections
 
-from alphaprune import data, losses, masks, methods, models, optimizer, schedules, usermodels
+from alphaprune import losses, masks, methods, models, optimizer, schedules, usermodels
+from alphaprune.data import augment
 
 METHODS = methods.METHODS
 SIZES = ("cpu", "accelerator")
@@ -26,6 +30,45 @@ PIPELINES = ("auto", "device", "stream")
 
 class ConfigError(ValueError):
   """A bad config or input: reported in one line, exit code 2."""
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config of `configs/NAME.py[:VARIANT]` with `--config.KEY=VALUE` overrides, parsed
+  as ml_collections' `config_flags` parses a command line (the one loader: the command
+  line, `compare` and `launch/sweep.py` all use it). ConfigError (one line) on a missing
+  or broken file, a key that does not exist or a value of the wrong type."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  path = spec.split(":", 1)[0]
+  if not os.path.exists(path):
+    raise ConfigError(f"config file {path} does not exist; the configs are in configs/ "
+                      "(e.g. configs/fashion_mnist.py:quick)")
+  argv = ["alphaprune", f"--config={spec}", *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  try:
+    values(argv)
+    config = values.config
+    config.keys()  # the flag loads lazily: a broken file fails here
+  except (KeyError, AttributeError) as e:  # an override names no key
+    key = e.args[0] if e.args else str(e)
+    raise ConfigError(f"no config key {str(key).strip(chr(39) + chr(34))!r} in a "
+                      "--config.KEY=VALUE override; the keys and their defaults are in "
+                      "alphaprune/config.py (docs/configs.md)") from None
+  except flags.Error as e:  # a bad value, or the file's own error (its last line)
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raise ConfigError(" ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0]) from None
+  except Exception as e:  # anything a config file can raise while loading
+    raise ConfigError(f"cannot load --config={spec}: {type(e).__name__}: "
+                      f"{_first_line(e)}") from None
+  return config
+
+
+def _first_line(error: BaseException) -> str:
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[0] if lines else type(error).__name__
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -104,7 +147,7 @@ def _check_data(c, device_count):
     raise ConfigError(f"data.max_examples={c.data.max_examples!r} must be a whole number >= 0 "
                       "(0 = every example)")
   _choice(c.data.pipeline, PIPELINES, "data.pipeline")
-  _choice(c.data.augment, ("auto",) + data.AUGMENTATIONS, "data.augment")
+  _choice(c.data.augment, ("auto",) + augment.AUGMENTATIONS, "data.augment")
   for key in ("image_size", "workers", "read_threads"):
     if not isinstance(c.data[key], int) or c.data[key] < 0:
       raise ConfigError(f"data.{key}={c.data[key]!r} must be a whole number >= 0")

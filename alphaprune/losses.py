@@ -7,6 +7,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 KINDS = ("classification", "regression", "distillation")
@@ -86,6 +87,20 @@ class Loss:
   def needs_teacher_logits(self) -> bool:
     return needs_teacher_logits(self.kind, self.target)
 
+  @property
+  def per_logit(self) -> bool:
+    """Whether the loss needs the targets' variance over the training set (`target_var`)."""
+    return self.kind == "regression" and self.reduction == "per_logit"
+
 
 def needs_teacher_logits(kind: str, target: str) -> bool:
   return kind == "distillation" or (kind == "regression" and target == "teacher")
+
+
+def target_variance(target: str, train_teacher_logits, labels, num_classes: int) -> np.ndarray:
+  """Per-logit variance of the regression targets over the training set (the per_logit
+  reduction's `target_var`): of the teacher's logits, or of the one-hot labels."""
+  if target == "teacher":
+    return np.var(train_teacher_logits, axis=0) + 1e-8
+  frequency = np.bincount(labels, minlength=num_classes) / len(labels)
+  return frequency * (1 - frequency) + 1e-8

@@ -28,6 +28,7 @@ from alphaprune import blending
 
 METHODS = ("alpha_blend", "soft", "scratch", "one_shot", "gmp", "distill")
 STAGED = ("alpha_blend", "soft")  # methods that walk the α-schedule
+RANDOM_MASKS = "_random"  # a method name's suffix: the method with random masks
 
 
 class Stage(NamedTuple):

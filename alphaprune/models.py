@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from alphaprune import convolution, usermodels
+from alphaprune.masks import chain_groups
 
 BLEND_FORMS = ("layer", "block")
 
@@ -90,10 +91,6 @@ def _conv(unit):
   return f"{unit}/conv/kernel"
 
 
-def _chain(kernels):
-  return [([a], [b]) for a, b in zip(kernels, kernels[1:])]
-
-
 class MLP(_UnitModel):
   """LeNet-300-100 (hidden sizes configurable)."""
 
@@ -103,7 +100,7 @@ class MLP(_UnitModel):
 
   def channel_groups(self):
     """[(producer kernels, consumer kernels)] of channels that must be pruned together."""
-    return _chain([_dense(f"fc{i + 1}") for i in range(len(self.hidden))] + [_dense("head")])
+    return chain_groups([_dense(f"fc{i + 1}") for i in range(len(self.hidden))] + [_dense("head")])
 
   def compact_fields(self, kept):
     """Model fields for the smaller model keeping `kept[group]` channels of each group."""
@@ -127,7 +124,7 @@ class LeNet5(_UnitModel):
   blend_form: str = "layer"
 
   def channel_groups(self):
-    return _chain([_conv("conv1"), _conv("conv2"), _dense("fc1"), _dense("fc2"),
+    return chain_groups([_conv("conv1"), _conv("conv2"), _dense("fc1"), _dense("fc2"),
                    _dense("head")])
 
   def compact_fields(self, kept):
@@ -157,7 +154,7 @@ class CNN(_UnitModel):
   blend_form: str = "layer"
 
   def channel_groups(self):
-    return _chain([_conv(f"conv{i + 1}") for i in range(len(self.channels))]
+    return chain_groups([_conv(f"conv{i + 1}") for i in range(len(self.channels))]
                   + [_dense(f"fc{i + 1}") for i in range(len(self.fc))] + [_dense("head")])
 
   def compact_fields(self, kept):
@@ -197,7 +194,7 @@ class VGG(_UnitModel):
     return sum(1 for item in VGG_LAYOUTS[self.depth] if item != "M")
 
   def channel_groups(self):
-    return _chain([_conv(f"conv{i + 1}") for i in range(self._num_convs())] + [_dense("head")])
+    return chain_groups([_conv(f"conv{i + 1}") for i in range(self._num_convs())] + [_dense("head")])
 
   def compact_fields(self, kept):
     return {"widths": list(kept)}

@@ -1,13 +1,12 @@
 """The train state and the pure, jitted functions that advance and measure it.
 
 `state, metrics = train_step(state, batch, aux, cfg)` is one optimizer step on
-one batch. Two epoch runners call it: `train_epoch` scans it over an epoch whose
-batches are gathered on device in a given order (the on-device pipeline; `epoch_order`
-draws the permutation of (seed, stream, epoch)), and `train_batch` takes one batch fed
-from the host (the streamed pipeline), adding its metrics to the epoch's running sums. Everything a step needs
-besides arrays is one frozen, hashable `StepConfig`, passed as a static
-argument: α, stage and the learning-rate scale are values inside the state,
-so one compilation serves every stage.
+one batch. The input pipelines (`alphaprune.data`) run it two ways: `train_epoch` scans
+it over an epoch whose batches are gathered on device in a given order, and
+`train_batch` takes one batch fed from the host, adding its metrics to the epoch's
+running sums. Everything a step needs besides arrays is one frozen, hashable
+`StepConfig`, passed as a static argument: α, stage and the learning-rate scale are
+values inside the state, so one compilation serves every stage.
 """
 
 from __future__ import annotations
@@ -23,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alphaprune import blending, data, devices, losses, methods
+from alphaprune import blending, devices, losses, methods
 from alphaprune import rngs as rngs_lib
+from alphaprune.data import augment as augment_lib
 from alphaprune import optimizer as opt_lib
 
 
@@ -52,13 +52,13 @@ class StepConfig:
   mean: tuple[float, ...]  # per-channel normalisation of [0, 1] pixels
   std: tuple[float, ...]
   mesh: jax.sharding.Mesh
-  form: str = "layer"  # blend form of `model`'s parameters
+  # How the trainable parts become `model`'s parameters (blending.PARAMETRISATIONS): a
+  # blend form ("layer", "block") or soft pruning's one tied tensor ("soft").
+  parametrisation: str = "layer"
   tx: optax.GradientTransformationExtraArgs | None = None  # None: evaluation only
-  augment: bool = False  # CIFAR pad-crop and flip, per step
+  augment: bool = False  # CIFAR pad-crop and flip, per step, on the device
   batch_size: int = 128
   eval_batch_size: int = 1000
-  seed: int = 0
-  stream: int = 0  # data-order stream (rngs.DATA_STREAMS)
   teacher_model: nn.Module | None = None  # the frozen teacher, for per-step targets
   gmp: methods.GmpSettings | None = None  # masks follow the weights (method=gmp)
 
@@ -84,9 +84,10 @@ def apply_model(model, variables, x, train: bool, alpha, key=None):
   return model.apply(variables, x, train=train, alpha=alpha, rngs=rngs), {}
 
 
-def variables_of(state: TrainState, form: str) -> dict:
+def variables_of(state: TrainState, parametrisation: str) -> dict:
   """The variables the blended model is applied to, at the state's α."""
-  return {"params": blending.model_params(form, state.alpha, state.params, state.masks),
+  return {"params": blending.model_params(parametrisation, state.alpha, state.params,
+                                          state.masks),
           **state.model_state}
 
 
@@ -100,14 +101,15 @@ def train_step(state: TrainState, batch: dict, aux: dict,
   for augmented data) and `target_var` (the per_logit reduction).
   """
   key = jax.random.fold_in(state.rng, state.step)
-  images = data.augment(key, batch["image"]) if cfg.augment else batch["image"]
-  x = data.normalise(images, cfg.mean, cfg.std)
+  images = augment_lib.pad_crop_flip(key, batch["image"]) if cfg.augment else batch["image"]
+  x = augment_lib.normalise(images, cfg.mean, cfg.std)
   teacher_logits = batch.get("teacher_logits")
   if teacher_logits is None and aux.get("teacher_variables") is not None:
     teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None)
 
   def loss_of(params):
-    variables = {"params": blending.model_params(cfg.form, state.alpha, params, state.masks),
+    variables = {"params": blending.model_params(cfg.parametrisation, state.alpha, params,
+                                                 state.masks),
                  **state.model_state}
     logits, new_model_state = apply_model(cfg.model, variables, x, True, state.alpha, key)
     per_example, per_logit = cfg.loss.per_example(logits, batch["label"], teacher_logits,
@@ -133,9 +135,8 @@ def train_epoch(state: TrainState, arrays: dict, order: jax.Array, aux: dict,
                 cfg: StepConfig) -> tuple[TrainState, dict]:
   """One whole epoch over `arrays` (on device) in `order`: (state, epoch-mean metrics).
 
-  `order` is a permutation of the rows, `data.epoch_order(cfg.seed, epoch, n, cfg.stream)`
-  in the driver (computed on the host: XLA's sort is slow on a CPU). The remainder of
-  n / batch_size is dropped. Parameters and optimizer state stay replicated; only batches
+  `order` is a permutation of the rows (`data.order.epoch_order`, computed on the host:
+  XLA's sort is slow on a CPU). The remainder of n / batch_size is dropped. Parameters and optimizer state stay replicated; only batches
   are split on "data".
   """
   batch_sharding = devices.batch_sharded(cfg.mesh)
@@ -150,12 +151,6 @@ def train_epoch(state: TrainState, arrays: dict, order: jax.Array, aux: dict,
   metrics = jax.tree.map(lambda m: jnp.mean(m, 0), metrics)
   state = state.replace(epoch=state.epoch + 1, stage_epoch=state.stage_epoch + 1)
   return jax.lax.with_sharding_constraint((state, metrics), devices.replicated(cfg.mesh))
-
-
-def epoch_order(state: TrainState, arrays: dict, cfg: StepConfig) -> jax.Array:
-  """The order of `state`'s next epoch over `arrays`, placed for `train_epoch`."""
-  order = data.epoch_order(cfg.seed, int(state.epoch), arrays["label"].shape[0], cfg.stream)
-  return devices.put_replicated(order, cfg.mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("state", "sums"))
@@ -205,7 +200,7 @@ def observe(state: TrainState, val_loss, opt: opt_lib.Optimizer) -> TrainState:
 def batch_totals(variables, alpha, batch: dict, aux: dict, cfg: StepConfig) -> jax.Array:
   """[sum of losses, correct predictions, examples] over one padded batch (0/1 `mask`).
   The frozen teacher's logits come with the batch or, streamed, from `aux`."""
-  x = data.normalise(batch["image"], cfg.mean, cfg.std)
+  x = augment_lib.normalise(batch["image"], cfg.mean, cfg.std)
   logits, _ = apply_model(cfg.model, variables, x, False, alpha)
   teacher_logits = batch.get("teacher_logits")
   if teacher_logits is None and aux.get("teacher_variables") is not None:
@@ -236,17 +231,9 @@ def evaluate(variables, alpha, arrays: dict, aux: dict, cfg: StepConfig) -> dict
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("totals",))
 def add_batch_totals(totals, variables, alpha, batch: dict, aux: dict, cfg: StepConfig):
-  """`totals` + one streamed evaluation batch's (see `evaluate_stream`)."""
+  """`totals` + one evaluation batch's, fed from the host (the streamed pipeline)."""
   return jax.lax.with_sharding_constraint(totals + batch_totals(variables, alpha, batch, aux, cfg),
                                           devices.replicated(cfg.mesh))
-
-
-def evaluate_stream(variables, alpha, batches, aux: dict, cfg: StepConfig) -> dict:
-  """`evaluate` over batches fed from the host (the streamed pipeline)."""
-  totals = jax.device_put(jnp.zeros(3), devices.replicated(cfg.mesh))
-  for batch in batches:
-    totals = add_batch_totals(totals, variables, alpha, batch, aux, cfg)
-  return metrics_of(totals)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -254,8 +241,8 @@ def logits_of(variables, arrays: dict, cfg: StepConfig) -> jax.Array:
   """Logits of every (padded) example, eval mode."""
   images = arrays["image"]
   batches = images.reshape((-1, cfg.eval_batch_size) + images.shape[1:])
-  out = jax.lax.map(lambda b: apply_model(cfg.model, variables, data.normalise(
-      b, cfg.mean, cfg.std), False, None)[0], batches)
+  out = jax.lax.map(lambda batch: apply_model(cfg.model, variables, augment_lib.normalise(
+      batch, cfg.mean, cfg.std), False, None)[0], batches)
   return out.reshape((-1, out.shape[-1]))
 
 

@@ -23,7 +23,7 @@ def real_fashion_mnist(tmp_path_factory):
   shared by every xdist worker (the first builds it under a lock; the others reuse it)."""
   import fcntl
 
-  from alphaprune import data
+  from alphaprune.data import prepare as data
   if not data.has_idx_files(data.DEBIAN_FASHION_MNIST):
     pytest.skip("Debian's dataset-fashion-mnist is not installed (launch/test.sh installs it "
                 "when run as root)")
@@ -43,8 +43,8 @@ def prepared(tmp_path_factory):
   """A small Fashion-MNIST-shaped TFDS dataset, prepared (which may import TensorFlow)."""
   import numpy as np
 
-  from test_data import _write_idx
-  from alphaprune import data
+  from test_data_prepare import _write_idx
+  from alphaprune.data import prepare as data
   root = tmp_path_factory.mktemp("prepared")
   rng = np.random.default_rng(0)
   for prefix, n in (("train", 100), ("t10k", 20)):

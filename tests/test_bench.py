@@ -6,6 +6,7 @@ import json
 import pytest
 
 from alphaprune import bench
+from alphaprune.bench import __main__ as bench_main, timing
 
 LENET_300_100 = 28 * 28 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10  # 266,610
 KERNELS = 28 * 28 * 300 + 300 * 100 + 100 * 10
@@ -21,7 +22,7 @@ def test_interleaved_rotates_and_takes_the_median(monkeypatch):
       clock[0] += next(durations[name])
     return go
 
-  monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+  monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
   t = bench.interleaved({"a": fn("a"), "b": fn("b")}, repeats=3)
   # One warm-up each (not timed), then the order rotates: a, b; b, a; a, b.
   assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
@@ -36,7 +37,7 @@ def test_quartiles_are_of_the_ratios_round_by_round():
 
 def test_quick_bench_measures_what_it_says(tmp_path):
   """One run of `python -m alphaprune.bench --quick` (about 30 s), checked two ways."""
-  bench.main(["--out", str(tmp_path / "bench.json"), "--quick", "--workdir",
+  bench_main.main(["--out", str(tmp_path / "bench.json"), "--quick", "--workdir",
               str(tmp_path / "scratch")])
   quick = json.loads((tmp_path / "bench.json").read_text())
   _ratios_are_ratios_of_its_own_measurements(quick)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-keras_peer = pytest.importorskip("alphaprune.keras_peer")
+keras_peer = pytest.importorskip("alphaprune.bench.keras_peer")
 keras = keras_peer.keras
 
 

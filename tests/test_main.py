@@ -133,7 +133,7 @@ sys.exit(code)
 
 
 def test_a_run_on_prepared_data_never_imports_tensorflow(tmp_path, prepared):
-  """Streamed (the device pipeline reads through the same `data.fetch`)."""
+  """Streamed (the device pipeline reads through the same `data.records`)."""
   env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
   proc = subprocess.run(
       [sys.executable, "-c", _RUN_AND_REPORT_TF, SMOKE, f"--workdir={tmp_path / 'run'}",

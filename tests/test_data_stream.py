@@ -1,7 +1,9 @@
-"""The streamed pipeline: same batches as on device, host augmentation, mid-epoch resume."""
+"""data.stream: the same batches as on the device, the halves of two processes, worker
+processes, and mid-epoch resume."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +13,8 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from alphaprune import checkpoint, data, devices, stream, train
+from alphaprune import checkpoint, devices, train
+from alphaprune.data import order as order_lib, source as source_lib, stream
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "configs"))
@@ -50,41 +53,6 @@ def test_streamed_and_on_device_pipelines_train_alike(tmp_path):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
-def test_host_pad_crop_flip_matches_a_hand_built_crop():
-  rng_images = np.random.default_rng(0).integers(0, 255, (6, 5, 7, 3)).astype(np.uint8)
-  out = data.host_augment("pad_crop_flip", rng_images[2:5], 0, np.random.default_rng(9), 6, 2)
-  draws = np.random.default_rng(9)
-  offsets, flips = draws.integers(0, 9, (6, 2)), draws.random(6) < 0.5
-  padded = np.pad(rng_images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-  for i in range(2, 5):
-    dy, dx = offsets[i]
-    crop = padded[i, dy:dy + 5, dx:dx + 7]
-    np.testing.assert_array_equal(out[i - 2], crop[:, ::-1] if flips[i] else crop)
-
-
-def test_host_augmentation_of_an_example_does_not_depend_on_the_process_reading_it():
-  images = [np.random.default_rng(i).integers(0, 255, (20 + i, 30 - i, 3)).astype(np.uint8)
-            for i in range(4)]
-  for kind in ("pad_crop_flip", "inception_crop_flip"):
-    batch = images if kind == "inception_crop_flip" else [i[:16, :16] for i in images]
-    whole = data.host_augment(kind, batch, 16, np.random.default_rng(5), 4, 0)
-    halves = [data.host_augment(kind, batch[lo:lo + 2], 16, np.random.default_rng(5), 4, lo)
-              for lo in (0, 2)]
-    np.testing.assert_array_equal(whole, np.concatenate(halves))
-    assert whole.shape == (4, 16, 16, 3)
-
-
-def test_inception_crop_and_evaluation_crop_sizes():
-  image = np.random.default_rng(0).integers(0, 255, (40, 60, 3)).astype(np.uint8)
-  u = np.random.default_rng(1).random((10, 4))
-  assert data.inception_crop(image, 24, u).shape == (24, 24, 3)
-  centre = data.resize_centre_crop(image, 24)
-  assert centre.shape == (24, 24, 3)
-  # A square image already at size / 0.875 is only centre-cropped.
-  square = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
-  np.testing.assert_array_equal(data.resize_centre_crop(square, 28), square[2:30, 2:30])
-
-
 def test_batches_of_two_processes_are_the_halves_of_one():
   class Source:
     def __getitems__(self, rows):
@@ -98,7 +66,7 @@ def test_batches_of_two_processes_are_the_halves_of_one():
     np.testing.assert_array_equal(one(k)["label"], np.concatenate(halves))
   epoch0 = np.concatenate([one(k)["label"] for k in range(5)])
   assert sorted(epoch0) == list(rows)  # every row once per epoch
-  order = np.asarray(data.epoch_order(0, 0, 40, 1))
+  order = np.asarray(order_lib.epoch_order(0, 0, 40, 1))
   np.testing.assert_array_equal(epoch0, rows[order])  # the on-device order
 
 
@@ -136,12 +104,16 @@ def test_streamed_sigkill_and_sigterm_mid_epoch_resume_bit_identical(tmp_path):
   k_proc.send_signal(signal.SIGKILL)
   k_proc.wait()
   while time.time() < deadline and t_proc.poll() is None:
-    if (termed / "checkpoints" / "prune").exists():
+    if _mid_epoch_checkpoint(termed, steps_per_epoch):
       break
     time.sleep(0.01)
   t_proc.send_signal(signal.SIGTERM)
   t_out, _ = t_proc.communicate(timeout=120)
   assert t_proc.returncode == 0 and "stopped by SIGTERM: saved" in t_out, t_out[-2000:]
+  # It stopped at a step boundary inside an epoch, not at an epoch's end.
+  stop_step = int(re.search(r"stopped by SIGTERM: saved prune at step (\d+)", t_out).group(1))
+  assert stop_step % steps_per_epoch, t_out[-2000:]
+  assert (termed / "checkpoints" / "prune" / str(stop_step)).exists()
   for workdir in (killed, termed):
     assert not (workdir / "summary.json").exists(), "the run finished before it was stopped"
     resumed = _cli(workdir)
@@ -161,16 +133,16 @@ def test_streamed_sigkill_and_sigterm_mid_epoch_resume_bit_identical(tmp_path):
 def test_grain_worker_processes_give_the_same_batches_as_threads(prepared):
   """On a prepared (real ArrayRecord) dataset: one worker process, and threads alone, read
   the same training and evaluation batches."""
-  source = data.open_source("fashion_mnist", data_dir=prepared, manual_dir=None,
-                            val_fraction=0.2)
+  source = source_lib.open_source("fashion_mnist", data_dir=prepared, manual_dir=None,
+                                  val_fraction=0.2)
   mesh = devices.make_mesh()
-  feeds = [stream.Feed(source, 16, 20, 0, mesh, workers=w) for w in (0, 1)]
+  pipelines = [stream.StreamPipeline(source, 16, 20, 0, mesh, workers=count) for count in (0, 1)]
   batches = []
-  for feed in feeds:
-    iterator = feed.train_iterator(stream=1, epochs=2)
-    train_batches = [next(iterator) for _ in range(2 * feed.steps_per_epoch)]
+  for pipeline in pipelines:
+    iterator = pipeline.train_iterator(1, 2)
+    train_batches = [next(iterator) for _ in range(2 * pipeline.steps_per_epoch)]
     iterator.close()
-    batches.append((train_batches, list(feed.eval_batches("test"))))
+    batches.append((train_batches, list(pipeline.eval_batches("test"))))
   (train0, eval0), (train1, eval1) = batches
   for a, b in zip(train0 + eval0, train1 + eval1, strict=True):
     for key in a:

@@ -5,16 +5,23 @@ Each blended layer holds a frozen teacher kernel, a trainable He-initialised
 student kernel under a fixed magnitude mask (the teacher's largest weights,
 per layer), one bias and a non-trainable α, and computes
 α·op(x; W_t) + (1−α)·op(x; M⊙W_s) + b: two convolutions or matmuls per layer.
-Only the benchmark imports this module (and with it TensorFlow).
+`keras_epoch_ratios` times them against the real driver on real Fashion-MNIST. Only the
+benchmark imports this module (and with it TensorFlow: `pip install -e '.[bench]'`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
 
 import numpy as np
+
+from alphaprune import train
+from alphaprune.bench.inputs import fashion_mnist
+from alphaprune.bench.timing import fresh
+from alphaprune.data import augment, device
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402  (after the log level, so TensorFlow starts quietly)
@@ -77,10 +84,10 @@ def build(model: str, blended: bool, alpha: float = 0.5, keep: float = 0.35,
   """`mlp` (LeNet-300-100) or `lenet5`, plain or two-branch blended, compiled with Adam 1e-3
   and cross-entropy on logits (Keras's defaults otherwise: on a CPU-only machine that
   means TensorFlow's own kernels, no XLA)."""
-  b = dict(alpha=alpha, keep=keep)
-  dense = ((lambda n, act=None: BlendedDense(n, activation=act, **b)) if blended
+  blend = dict(alpha=alpha, keep=keep)
+  dense = ((lambda n, act=None: BlendedDense(n, activation=act, **blend)) if blended
            else (lambda n, act=None: keras.layers.Dense(n, activation=act)))
-  conv = ((lambda n, pad: BlendedConv2D(n, 5, pad, activation="relu", **b)) if blended
+  conv = ((lambda n, pad: BlendedConv2D(n, 5, pad, activation="relu", **blend)) if blended
           else (lambda n, pad: keras.layers.Conv2D(n, 5, padding=pad, activation="relu")))
   pool = lambda: keras.layers.MaxPooling2D(2, padding="same")
   if model == "mlp":
@@ -108,14 +115,73 @@ class _EpochTimer(keras.callbacks.Callback):
     self.seconds.append(time.perf_counter() - self._t0)
 
 
-def epoch_seconds(net: keras.Model, train: tuple, val: tuple, epochs: int,
+def epoch_seconds(net: keras.Model, train_xy: tuple, val_xy: tuple, epochs: int,
                   batch_size: int = 128) -> dict:
   """`model.fit` for `epochs` epochs (training + validation each): every epoch's seconds,
   their median after the first (which builds the graph) and the final validation accuracy."""
   timer = _EpochTimer()
-  history = net.fit(*train, batch_size=batch_size, epochs=epochs, validation_data=val,
+  history = net.fit(*train_xy, batch_size=batch_size, epochs=epochs, validation_data=val_xy,
                     shuffle=True, verbose=0, callbacks=[timer])
   return {"epoch_seconds": timer.seconds,
           "median_epoch_seconds": statistics.median(timer.seconds[1:] or timer.seconds),
           "val_accuracy": float(history.history["val_accuracy"][-1])}
 
+
+
+def _driver_epochs(workdir: str, model: str, epochs: int, data_dir: str) -> dict:
+  """The real driver on real Fashion-MNIST: `epochs` epochs of dense pretraining, then two
+  α-stages (0.5, then 0) of `epochs` / 2 epochs each (α is a value in the state, so every
+  prune epoch runs the same compiled step); Adam 1e-3, batch 128. Each phase's epoch
+  seconds as `metrics.jsonl` records them (training, validation, the plateau update)."""
+  from alphaprune.config import base_config
+  config = base_config()
+  config.data.update(name="fashion_mnist", data_dir=data_dir, batch_size=128)
+  config.model.update(name=model, hidden=(300, 100))
+  config.teacher.update(epochs=epochs, optimizer="adam", learning_rate=1e-3)
+  config.train.update(optimizer="adam", learning_rate=1e-3, max_epochs_per_stage=epochs // 2)
+  config.schedule.update(kind="explicit", alphas=(0.5, 0.0))
+  config.report.enabled = False
+  train.run(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return {phase: [record["seconds"] for record in records if record.get("phase") == phase]
+          for phase in ("pretrain", "prune")}
+
+
+def keras_epoch_ratios(workdir: str, epochs: int = 6, rounds: int = 2) -> dict:
+  """Epoch time of alphaprune ÷ Keras for the same job on real Fashion-MNIST (54,000 train,
+  6,000 validation images), per model: `keras_epoch_ratio_<model>`, the α-blend prune stage
+  against two-branch blended Keras layers, and `keras_dense_epoch_ratio_<model>`, dense
+  pretraining against the plain Keras model. Under 1: alphaprune is faster.
+
+  The three take turns, `rounds` times (ours, Keras plain, Keras two-branch, then again): a
+  run takes minutes and the machine drifts within one, so back-to-back blocks would charge
+  the drift to whichever came later. Each figure is the median over all rounds of the
+  epochs after each run's first (which compiles or builds the graph)."""
+  dataset = device.to_memory(fashion_mnist(workdir))
+  train_xy, val_xy = ((np.asarray(augment.normalise(split["image"], dataset.mean, dataset.std)),
+                       split["label"]) for split in (dataset.train, dataset.val))
+  out = {}
+  for model in ("mlp", "lenet5"):
+    runs: dict = {"pretrain": [], "prune": [], "keras_plain": [], "keras_two_branch": []}
+    accuracy: dict = {"keras_plain": [], "keras_two_branch": []}
+    for round_index in range(rounds):
+      ours = _driver_epochs(fresh(workdir, f"keras_{model}_{round_index}"), model, epochs,
+                            os.path.join(workdir, "tfds"))
+      for phase in ("pretrain", "prune"):
+        runs[phase].append(ours[phase])
+      for name, blended in (("plain", False), ("two_branch", True)):
+        fit = epoch_seconds(build(model, blended), train_xy, val_xy, epochs)
+        runs[f"keras_{name}"].append(fit["epoch_seconds"])
+        accuracy[f"keras_{name}"].append(fit["val_accuracy"])
+    median = {key: statistics.median([s for run in value for s in run[1:]])
+              for key, value in runs.items()}
+    out[f"keras_{model}"] = {"alphaprune_pretrain_epoch_seconds": runs["pretrain"],
+                             "alphaprune_prune_epoch_seconds": runs["prune"],
+                             "keras_plain_epoch_seconds": runs["keras_plain"],
+                             "keras_two_branch_epoch_seconds": runs["keras_two_branch"],
+                             "median_epoch_seconds": median,
+                             "keras_val_accuracy": accuracy}
+    out[f"keras_epoch_ratio_{model}"] = median["prune"] / median["keras_two_branch"]
+    out[f"keras_dense_epoch_ratio_{model}"] = median["pretrain"] / median["keras_plain"]
+  return out
