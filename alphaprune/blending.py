@@ -2,16 +2,22 @@
 
 Trainable parameters are one dict with three parts:
 
-* `teacher`: the teacher's prunable kernels (layer form) or its whole branch
-  (block form); frozen by default.
-* `student`: the student's prunable kernels, same paths as `masks`.
-* `shared`: everything else (biases, normalisation): one copy, always trained.
+* `teacher`: the teacher's branch: its prunable kernels and their layers' biases (layer
+  form), or its whole units, normalisation included (block form); frozen by default, and
+  then nothing of it changes.
+* `student`: the student's branch: its prunable kernels (masked, same paths as `masks`)
+  and, in the layer form, its own biases.
+* `shared`: everything else: in the layer form the normalisation that follows each blended
+  linear op (one copy, trained); in the block form the student units' own parameters.
 
-**Layer form.** Conv and dense are linear in their kernel, so
-α·f(x; W_t) + (1−α)·f(x; M⊙W_s) = f(x; α·W_t + (1−α)·M⊙W_s): the blended
-network is one ordinary forward pass of the unmodified model on blended
-parameters, for any Flax model. ∂L/∂W_s = (1−α)·M⊙∂L/∂W, exactly the
-two-branch gradient.
+**Layer form.** Conv and dense are linear in their kernel and bias, so
+α·f(x; W_t, b_t) + (1−α)·f(x; M⊙W_s, b_s) = f(x; α·W_t + (1−α)·M⊙W_s, α·b_t + (1−α)·b_s):
+the blended network is one ordinary forward pass of the unmodified model on blended
+parameters, for any Flax model. ∂L/∂W_s = (1−α)·M⊙∂L/∂W, exactly the two-branch
+gradient. What follows the linear op (normalisation, activation) is shared by the two
+branches; the block form keeps them apart. The student's biases start as copies of the
+teacher's: the blended bias is then the teacher's at every α until training moves the
+student's, so lowering α changes only the kernels, the part being pruned.
 
 **Soft** (the `soft` method, soft/decaying pruning after SRFP/ASRFP, Cai et al.
 2020): one trainable tensor W per kernel, its pruned entries scaled by α,
@@ -29,19 +35,28 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 
 from alphaprune import tree
 
-STUDENT_INITS = ("he_normal", "he_uniform", "copy")
+# he_sparse: He-normal scaled to each output unit's kept fan-in (Evci et al. 2022).
+STUDENT_INITS = ("he_normal", "he_uniform", "he_sparse", "copy")
 # How the trainable parts become a model's parameters: a blend form, or soft pruning's
 # one tied tensor.
 PARAMETRISATIONS = ("layer", "block", "soft")
 
 
+def apply_masks(student, masks):
+  """`student` with each masked leaf multiplied by its mask (its biases have none)."""
+  flat_masks = tree.flatten(masks)
+  return tree.unflatten({path: value * flat_masks[path] if path in flat_masks else value
+                         for path, value in tree.flatten(student).items()})
+
+
 def blend(alpha, teacher, student, masks, shared):
   """Layer-form parameters: α·teacher + (1−α)·(mask ⊙ student), merged with `shared`."""
-  mixed = jax.tree.map(lambda t, s, m: alpha * t + (1.0 - alpha) * (s * m),
-                       teacher, student, masks)
+  mixed = jax.tree.map(lambda t, s: alpha * t + (1.0 - alpha) * s, teacher,
+                       apply_masks(student, masks))
   return tree.merge(mixed, shared)
 
 
@@ -53,7 +68,7 @@ def soft(alpha, weights, masks, shared):
 
 def masked_student(student, masks, shared):
   """The pruned network alone (α = 0), without touching the teacher."""
-  return tree.merge(jax.tree.map(lambda s, m: s * m, student, masks), shared)
+  return tree.merge(apply_masks(student, masks), shared)
 
 
 def model_params(parametrisation: str, alpha, params: Mapping[str, Any], masks) -> dict:
@@ -64,31 +79,54 @@ def model_params(parametrisation: str, alpha, params: Mapping[str, Any], masks) 
     return masked_student(params["student"], masks, params["shared"])
   if parametrisation == "layer":
     return blend(alpha, params["teacher"], params["student"], masks, params["shared"])
-  return tree.merge(params["teacher"],
-                    jax.tree.map(lambda s, m: s * m, params["student"], masks),
-                    params["shared"])
+  return tree.merge(params["teacher"], apply_masks(params["student"], masks), params["shared"])
 
 
 def init_student(key, teacher, masks, method: str = "he_normal"):
-  """Fresh student kernels (masked): He-initialised, or the masked teacher (`copy`)."""
+  """Fresh student kernels (masked): He-initialised, He scaled to the mask (`he_sparse`),
+  or the masked teacher (`copy`)."""
   if method == "copy":
     return jax.tree.map(lambda t, m: t * m, teacher, masks)
-  if method == "he_normal":
+  if method in ("he_normal", "he_sparse"):
     init = jax.nn.initializers.he_normal()
   elif method == "he_uniform":
     init = jax.nn.initializers.he_uniform()
   else:
     raise ValueError(f"unknown student init {method!r}; choose one of {STUDENT_INITS}")
   flat_t, flat_m = tree.flatten(teacher), tree.flatten(masks)
-  return tree.unflatten({
-      p: init(jax.random.fold_in(key, i), t.shape, t.dtype) * flat_m[p]
-      for i, (p, t) in enumerate(flat_t.items())})
+  out = {}
+  for i, (path, kernel) in enumerate(flat_t.items()):
+    weights = init(jax.random.fold_in(key, i), kernel.shape, kernel.dtype)
+    if method == "he_sparse":
+      weights = weights * sparse_fan_in_scale(flat_m[path])
+    out[path] = weights * flat_m[path]
+  return tree.unflatten(out)
+
+
+def sparse_fan_in_scale(mask):
+  """√(fan-in / kept fan-in) per output unit (the last axis; every other axis feeds it):
+  He initialisation's variance 2/fan-in becomes 2/kept fan-in, so a masked layer starts
+  with a dense He layer's output variance (Evci et al. 2022, "Gradient Flow in Sparse
+  Neural Networks"). A unit that keeps nothing is left as is."""
+  mask = jnp.asarray(mask)
+  fan_in = mask.size // mask.shape[-1]
+  kept = jnp.sum(mask.reshape(-1, mask.shape[-1]), axis=0)
+  return jnp.sqrt(fan_in / jnp.maximum(kept, 1)).astype(jnp.float32)
 
 
 def split(params, masks):
   """(prunable kernels, the rest) of a layer-form parameter tree."""
   paths = tree.flatten(masks)
   return tree.subset(params, paths), tree.without(params, paths)
+
+
+def branch_paths(params, masks) -> list[str]:
+  """The layer form's branch: every masked kernel and its layer's other leaves (the bias:
+  the leaves beside the kernel in its module), in the tree's order."""
+  kernels = set(tree.flatten(masks))
+  layers = {path.rpartition("/")[0] for path in kernels}
+  return [path for path in tree.flatten(params)
+          if path in kernels or path.rpartition("/")[0] in layers]
 
 
 # ---- block form: paths `unit/rest` ↔ `unit/teacher/rest`, `unit/student/rest` ----
@@ -122,7 +160,11 @@ def init_params(form: str, key, teacher_variables, masks, student_init: str = "h
   kernels, rest = split(teacher_params, masks)
   student = init_student(key, kernels, masks, student_init)
   if form == "layer":
-    return {"teacher": kernels, "student": student, "shared": rest}, variables, masks
+    branch = branch_paths(teacher_params, masks)
+    teacher, shared = tree.subset(teacher_params, branch), tree.without(teacher_params, branch)
+    biases = tree.without(teacher, tree.flatten(masks))  # copies: the arrays are not shared
+    student = tree.merge(student, jax.tree.map(lambda b: b.copy(), biases))
+    return {"teacher": teacher, "student": student, "shared": shared}, variables, masks
   model_state = {name: tree.merge(tree.unflatten(_branch(tree.flatten(col), "teacher")),
                                   tree.unflatten(_branch(tree.flatten(col), "student")))
                  for name, col in variables.items()}

@@ -1,30 +1,30 @@
 """Methods × keep ratios × a grid of settings × seeds at equal budget: `alphaprune.compare`.
 
-  python -m alphaprune.compare --config=configs/fashion_mnist.py:compare --seeds=0-2 \
-      --keep-ratios=0.35,0.2,0.1,0.05,0.02 --workdir=runs/curve \
+  python -m alphaprune.compare --config=configs/fashion_mnist.py:compare --seeds=0-4 \
+      --keep-ratios=0.35,0.1,0.05,0.02 --workdir=runs/curve [--results=results/curve] \
       [--methods=alpha_blend,soft,one_shot_random,...] [--grid=KEY=V1,V2,... ...] \
       [--parallel=N] [--config.KEY=VALUE ...]
+  python -m alphaprune.compare --redraw=results/curve
 
-A *cell* is one keep ratio with one combination of the grid's values (each
-`--grid` is an axis, several give their product, and `--grid=K1+K2=a+b,c+d`
-varies two keys together); every (cell, seed, method) is one run of the
-ordinary driver in ROOT/<cell>/seed_<k>/<method>, its log beside it. Per
-seed, the `alpha_blend` run of the first cell pretrains the teacher and every
-other run loads it by path, so differences come from the methods and settings
-alone; a grid axis that changes pretraining (model.*, data.*,
-teacher.epochs/optimizer/learning_rate, train.momentum, train.plateau.*) gets
-a teacher per value. `--config.teacher.checkpoint=PATH` gives every run that
-teacher instead.
-`NAME_random` is method NAME with random masks (`prune.criterion=random`), the
-control Blalock et al. (2020) ask for. Runs go through `alphaprune.jobs`:
-finished ones are skipped, unfinished ones resume.
+A *cell* is one keep ratio with one combination of the grid's values (each `--grid` is an
+axis, several give their product, and `--grid=K1+K2=a+b,c+d` varies two keys together);
+every (cell, seed, method) is one run of the ordinary driver in ROOT/<cell>/seed_<k>/<method>,
+its log beside it. Per seed, the `alpha_blend` run of the first cell pretrains the teacher and
+every other run loads it by path, so differences come from the methods and settings alone; a
+grid axis that changes pretraining (model.*, data.*, teacher.epochs/optimizer/learning_rate,
+train.momentum, train.plateau.*) gets a teacher per value. `--config.teacher.checkpoint=PATH`
+gives every run that teacher instead. `NAME_random` is method NAME with random masks
+(`prune.criterion=random`), the control Blalock et al. (2020) ask for. Every run's config is
+loaded and checked before the first starts; finished runs are skipped, unfinished ones resume.
 
-Writes ROOT/compare.json, ROOT/compare.md (accuracy, std and gap to the
-teacher per method × keep ratio; per cell also the final validation ÷ training
-loss and how far the validation loss ended above its best), ROOT/compare.png (test accuracy against the
-fraction of weights kept, log axis, the teacher as a band), ROOT/losses.png
-(train and validation loss per epoch of each cell's α-run) and, with a grid,
-ROOT/epochs.png (accuracy against the epochs each cell trained).
+Every method of a seed shares its teacher, masks' allocation and batch order, so methods are
+compared by paired per-seed differences from `alpha_blend` (mean and 95% t-interval), and a
+grid's settings are ranked by validation accuracy, never by test accuracy. ROOT (and
+`--results`, which also gets the command in COMMAND) receives compare.json (every seed's value
+of every metric, the statistics, and the α-runs' loss curves), compare.md (the tables),
+compare.png (test accuracy against the fraction of weights kept), paired.png (the paired
+differences with their intervals), losses.png (each cell's α-run losses per epoch) and, with a
+grid, epochs.png. `--redraw=DIR` re-draws DIR's tables and figures from its compare.json alone.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import NamedTuple
 
 from alphaprune import config as config_lib
 from alphaprune.jobs import Job, default_launcher, mean_std, parse_seeds, read_summary, run_jobs
-from alphaprune.methods import METHODS, RANDOM_MASKS as RANDOM
+from alphaprune.methods import METHODS, PRUNING, RANDOM_MASKS as RANDOM, STAGED
 
-CONTROLS = ("alpha_blend_random", "one_shot_random")
+CONTROLS = ("alpha_blend_random", "one_shot_random", "scratch_random")
 DEFAULT_METHODS = METHODS + CONTROLS
 # Grid keys that change the teacher's pretraining: one teacher per value.
 TEACHER_KEYS = ("model.", "data.", "teacher.epochs", "teacher.optimizer", "teacher.learning_rate",
@@ -74,7 +74,7 @@ def run_args(method: str) -> list[str]:
 
 def valid_method(name: str) -> bool:
   base = name[:-len(RANDOM)] if name.endswith(RANDOM) else name
-  return base in METHODS and not (name.endswith(RANDOM) and base == "gmp")
+  return base in METHODS and not (name.endswith(RANDOM) and base in PRUNING)
 
 
 def parse_keep_ratios(text: str) -> list[float]:
@@ -164,110 +164,150 @@ def plan(root: str, config: str, cells, seeds, methods, overrides) -> tuple[list
 
 # ------------------------------------------------------------------ results
 
-def loss_ends(workdir: str) -> dict:
-  """The pruning phase's last training and validation loss and its lowest validation loss
-  (from metrics.jsonl; empty if there is none)."""
+# Per seed: the summary's values, and these derived from it.
+METRICS = ("pruned_test_accuracy", "pruned_val_accuracy", "teacher_test_accuracy",
+           "teacher_val_accuracy", "gap_to_teacher", "pruned_test_nll", "pruned_test_ece",
+           "teacher_test_nll", "teacher_test_ece", "kept_fraction", "kept_prunable_params",
+           "params_total_after", "params_total_before", "epochs_total", "wall_seconds",
+           "pretrain_seconds", "final_train_loss", "final_val_loss", "best_val_loss",
+           "val_over_train_loss", "val_loss_above_best")
+PAIRED = ("pruned_test_accuracy", "pruned_val_accuracy", "pruned_test_nll", "pruned_test_ece")
+REFERENCE = "alpha_blend"  # what the paired differences are taken from
+
+
+def pruning_history(workdir: str) -> list[dict]:
+  """The pruning phase's records of a run's metrics.jsonl (empty if there is none)."""
   from alphaprune import report
   if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-    return {}
-  history = [h for h in report.read_history(workdir) if h["phase"] in ("prune", "finetune")]
-  if not history:
-    return {}
-  return {"final_train_loss": history[-1]["train_loss"],
-          "final_val_loss": history[-1]["val_loss"],
-          "best_val_loss": min(h["val_loss"] for h in history)}
-
-
-def collect(root: str, cells, methods, seeds) -> dict:
-  """{(cell, method): {seed: summary, with the losses' ends}} of the finished runs."""
-  out = {}
-  for c in cells:
-    for m in methods:
-      for s in seeds:
-        workdir = run_dir(root, c, s, m)
-        summary = read_summary(workdir)
-        if summary is not None:
-          out.setdefault((c, m), {})[s] = {**summary, **loss_ends(workdir)}
-  return out
-
-
-def aggregate(by_seed: dict) -> dict:
-  """Mean ± std over seeds of one (cell, method)'s summaries."""
-  runs = [by_seed[s] for s in sorted(by_seed)]
-  stat = lambda key: mean_std(r[key] for r in runs)
-  has_losses = all("final_val_loss" in r for r in runs)
-  return {
-      "seeds": sorted(by_seed),
-      "pruned_test_accuracy": stat("pruned_test_accuracy"),
-      "teacher_test_accuracy": stat("teacher_test_accuracy"),
-      "gap_to_teacher": mean_std(r["pruned_test_accuracy"] - r["teacher_test_accuracy"]
-                                 for r in runs),
-      "kept_fraction": mean_std(r["kept_prunable_params"] / r["prunable_params"] for r in runs),
-      "kept_prunable_params": stat("kept_prunable_params"),
-      "params_total_after": stat("params_total_after"),
-      "params_total_before": stat("params_total_before"),
-      "epochs_total": stat("epochs_total"),
-      "wall_seconds": stat("wall_seconds"),
-      # Overfitting: the last validation loss over the last training loss, and how far the
-      # validation loss ended above its best (None where a run has no metrics.jsonl).
-      "val_over_train_loss": mean_std(r["final_val_loss"] / r["final_train_loss"]
-                                      for r in runs) if has_losses else None,
-      "val_loss_above_best": mean_std(r["final_val_loss"] / r["best_val_loss"] - 1
-                                      for r in runs) if has_losses else None,
-  }
-
-
-def statistics(summaries: dict) -> list[dict]:
-  """One entry per (cell, method) with results, in the order of the cells and methods."""
-  return [{"keep_ratio": c.keep, "settings": dict(c.settings), "cell": c.name, "method": m,
-           **aggregate(by_seed)} for (c, m), by_seed in summaries.items()]
-
-
-def histories(root: str, summaries: dict, method: str) -> dict:
-  """{cell name: [the pruning phase's metrics of each seed's `method` run]} (for the loss
-  figure)."""
-  from alphaprune import report
-  out = {}
-  for (cell, name), by_seed in summaries.items():
-    if name != method:
-      continue
-    for seed in sorted(by_seed):
-      workdir = run_dir(root, cell, seed, method)
-      if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-        out.setdefault(cell.name, []).append(
-            [h for h in report.read_history(workdir) if h["phase"] in ("prune", "finetune")])
-  return out
-
-
-def write(root: str, cells, methods, seeds) -> list[dict]:
-  """compare.json, compare.md and the figures from the finished runs under `root`."""
-  from alphaprune import report
-  summaries = collect(root, cells, methods, seeds)
-  if not summaries:
     return []
-  stats = statistics(summaries)
-  with open(os.path.join(root, "compare.json"), "w") as f:
-    json.dump(stats, f, indent=2)
-  with open(os.path.join(root, "compare.md"), "w") as f:
-    f.write(f"# Test accuracy (mean ± std over seeds {', '.join(map(str, seeds))}; in brackets "
-            f"the gap to the teacher)\n\n{report.grid_table(stats)}\n")
-  report.plot_curve(stats, os.path.join(root, "compare.png"))
-  staged = [m for m in ("alpha_blend", "soft") if m in methods]
-  if staged:
-    report.plot_losses(histories(root, summaries, staged[0]), os.path.join(root, "losses.png"),
-                       staged[0])
-  if any(c.settings for c in cells):
-    report.plot_epochs(stats, os.path.join(root, "epochs.png"))
-  return stats
+  return [h for h in report.read_history(workdir) if h["phase"] in ("prune", "finetune")]
+
+
+def seed_values(summary: dict, history: list[dict]) -> dict:
+  """One run's value of every metric (METRICS; None where its run did not record it)."""
+  values = {key: summary.get(key) for key in METRICS}
+  values["gap_to_teacher"] = summary["pruned_test_accuracy"] - summary["teacher_test_accuracy"]
+  values["kept_fraction"] = summary["kept_prunable_params"] / summary["prunable_params"]
+  if history:
+    final_train, final_val = history[-1]["train_loss"], history[-1]["val_loss"]
+    best_val = min(h["val_loss"] for h in history)
+    values.update(final_train_loss=final_train, final_val_loss=final_val, best_val_loss=best_val,
+                  val_over_train_loss=final_val / final_train,
+                  val_loss_above_best=final_val / best_val - 1)
+  return values
+
+
+def collect(root: str, cells, methods, seeds) -> tuple[dict, dict]:
+  """({(cell, method): {seed: every metric}}, {cell name: {method: [each seed's pruning
+  history]}} of the staged methods) of the finished runs under `root`."""
+  values, curves = {}, {}
+  for cell in cells:
+    for method in methods:
+      for seed in seeds:
+        workdir = run_dir(root, cell, seed, method)
+        summary = read_summary(workdir)
+        if summary is None:
+          continue
+        history = pruning_history(workdir)
+        values.setdefault((cell, method), {})[seed] = seed_values(summary, history)
+        if method in STAGED and history:
+          curves.setdefault(cell.name, {}).setdefault(method, []).append(
+              [{key: h[key] for key in ("alpha", "train_loss", "val_loss")} for h in history])
+  return values, curves
+
+
+def paired(diffs: list[float]) -> dict:
+  """Mean of paired per-seed differences and its 95% t-interval (None with one seed)."""
+  import scipy.stats
+
+  count = len(diffs)
+  mean = sum(diffs) / count
+  if count < 2:
+    return {"mean": mean, "low": None, "high": None, "n": count, "excludes_zero": False}
+  half = scipy.stats.t.ppf(0.975, count - 1) * mean_std(diffs)["std"] / count ** 0.5
+  return {"mean": mean, "low": mean - half, "high": mean + half, "n": count,
+          "excludes_zero": bool(mean - half > 0 or mean + half < 0)}
+
+
+def entries(values: dict) -> list[dict]:
+  """One entry per (cell, method), in the order of the cells and methods: every seed's
+  values, mean ± std of each metric, and the paired differences from `alpha_blend`."""
+  out = []
+  for (cell, method), by_seed in values.items():
+    seeds = sorted(by_seed)
+    entry = {"cell": cell.name, "keep_ratio": cell.keep, "settings": dict(cell.settings),
+             "method": method, "seeds": seeds,
+             "per_seed": {str(seed): by_seed[seed] for seed in seeds},
+             "stats": {key: mean_std([by_seed[seed][key] for seed in seeds])
+                       for key in METRICS if all(by_seed[seed][key] is not None for seed in seeds)},
+             "paired": {}}
+    reference = values.get((cell, REFERENCE), {})
+    common = [seed for seed in seeds if seed in reference]
+    if method != REFERENCE and common:
+      entry["paired"] = {key: paired([by_seed[seed][key] - reference[seed][key]
+                                      for seed in common])
+                         for key in PAIRED if all(by_seed[seed][key] is not None and
+                                                  reference[seed][key] is not None
+                                                  for seed in common)}
+    out.append(entry)
+  return out
+
+
+def write(root: str, cells, methods, seeds, results: str | None = None,
+          command: str | None = None) -> dict | None:
+  """compare.json, compare.md and the figures of the finished runs under `root` (and in
+  `results`, with `command` in COMMAND); None if no run has finished."""
+  from alphaprune import report
+  values, curves = collect(root, cells, methods, seeds)
+  if not values:
+    return None
+  grid = {"command": command, "code": code_version(), "seeds": list(seeds),
+          "methods": list(methods), "entries": entries(values), "curves": curves}
+  for folder in filter(None, (root, results)):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "compare.json"), "w") as f:
+      json.dump(grid, f, indent=1)
+    report.write_grid(grid, folder)
+    if command and folder == results:
+      with open(os.path.join(folder, "COMMAND"), "w") as f:
+        f.write(command + "\n")
+  return grid
+
+
+def code_version() -> str | None:
+  """The commit of the code that made a grid (None outside a git checkout)."""
+  import subprocess
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
+def redraw(folder: str) -> dict:
+  """A kept grid's tables and figures, re-drawn from its compare.json alone."""
+  from alphaprune import report
+  path = os.path.join(folder, "compare.json")
+  if not os.path.exists(path):
+    raise ValueError(f"--redraw={folder}: no compare.json there; give a folder compare wrote")
+  with open(path) as f:
+    grid = json.load(f)
+  report.write_grid(grid, folder)
+  return grid
 
 
 # ------------------------------------------------------------------ command line
 
-def _parse(argv):
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description="methods × keep ratios × grid × seeds")
-  parser.add_argument("--config", required=True)
+  parser.add_argument("--config")
   parser.add_argument("--seeds", default="0-2", help="e.g. 0-2, 1,3 or 0-2,5")
-  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--workdir", help="where the runs go (large: checkpoints, exports)")
+  parser.add_argument("--results", default=None,
+                      help="also write the tables, figures, compare.json and COMMAND here "
+                           "(small enough to commit: results/NAME)")
+  parser.add_argument("--redraw", default=None,
+                      help="re-draw the tables and figures of a kept grid from its compare.json")
   parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                       help=f"of {', '.join(METHODS)}; NAME_random: NAME with random masks")
   parser.add_argument("--keep-ratios", default=None,
@@ -278,13 +318,19 @@ def _parse(argv):
   parser.add_argument("--parallel", type=int, default=1, help="runs at once")
   parser.add_argument("--launcher", default=None,
                       help="command that runs one job (default: this Python, -m alphaprune.main)")
-  args, overrides = parser.parse_known_args(argv)
+  return parser
+
+
+def _parse(argv):
+  args, overrides = _parser().parse_known_args(argv)
+  if not args.config or not args.workdir:
+    raise ValueError("--config and --workdir are required (or --redraw=DIR alone)")
   methods = [m for m in args.methods.split(",") if m]
   bad = [m for m in methods if not valid_method(m)] + [
       o for o in overrides if not o.startswith("--config.")]
   if bad:
     raise ValueError(f"{', '.join(bad)}: methods are {', '.join(METHODS)} (NAME_random for "
-                     "random masks, not gmp) and overrides --config.KEY=VALUE")
+                     "random masks, not gmp or imp) and overrides --config.KEY=VALUE")
   given_teacher = any(o.startswith("--config.teacher.checkpoint=") for o in overrides)
   if "alpha_blend" not in methods and not given_teacher:
     raise ValueError("--methods needs alpha_blend (it pretrains the shared teacher), or give "
@@ -295,7 +341,7 @@ def _parse(argv):
                    if o.startswith("--config.prune.keep_ratio=")]
   if keep_override and args.keep_ratios:
     raise ValueError("give keep ratios once: --keep-ratios or --config.prune.keep_ratio")
-  config = config_lib.load(args.config)
+  config = config_lib.load(args.config, overrides)
   check_keys(config, [k for k, _ in grid[0]])
   text = args.keep_ratios or (keep_override[-1] if keep_override else
                               str(config.prune.keep_ratio))
@@ -303,9 +349,27 @@ def _parse(argv):
   return args, overrides, methods, seeds, cells
 
 
+def check_runs(config: str, cells, seeds, methods, overrides) -> None:
+  """Loads and validates every run's config before any starts: a bad override, grid value
+  or a setting a method would ignore fails here, naming the run (one-line ValueError)."""
+  for cell in cells:
+    for method in methods:
+      run = job("", config, cell, seeds[0], method, overrides, None)
+      try:
+        config_lib.validate(config_lib.load(config, list(run.args[1:])))
+      except config_lib.ConfigError as e:
+        raise ValueError(f"{cell.name} {method}: {e}") from None
+
+
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
   try:
+    if _parser().parse_known_args(argv)[0].redraw:
+      grid = redraw(_parser().parse_known_args(argv)[0].redraw)
+      print(f"redrew {len(grid['entries'])} entries")
+      return 0
     args, overrides, methods, seeds, cells = _parse(argv)
+    check_runs(args.config, cells, seeds, methods, overrides)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -314,10 +378,11 @@ def main(argv=None) -> int:
   codes = run_jobs(teachers, launcher, args.parallel)
   ready = [j for provider, j in others if provider is None or codes[provider.name] == 0]
   codes.update(run_jobs(ready, launcher, args.parallel))
-  stats = write(args.workdir, cells, methods, seeds)
-  if stats:
+  command = shlex.join(["python", "-m", "alphaprune.compare", *argv])
+  grid = write(args.workdir, cells, methods, seeds, args.results, command)
+  if grid:
     from alphaprune import report
-    print(report.grid_table(stats))
+    print(report.accuracy_table(grid["entries"]))
   failed = [name for name, code in codes.items() if code]
   if failed:
     print(f"error: {len(failed)} run(s) failed, first {failed[0]} (a failed teacher run leaves "

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import ml_collections
 
-from alphaprune import losses, masks, methods, models, optimizer, schedules, usermodels
+from alphaprune import blending, losses, masks, methods, models, optimizer, schedules, usermodels
 from alphaprune.data import augment
 
 METHODS = methods.METHODS
@@ -98,14 +98,19 @@ def base_config() -> ml_collections.ConfigDict:
                  exclude=(), init="he_normal")
   c.blend = dict(form="layer")
   c.schedule = dict(kind="exponential", rate=0.05, alpha_min=0.05, num_stages=10, alphas=())
+  # baseline_stages: "equal" (every method walks the α-run's stages, the rate reset at each)
+  # or "merged" (the baselines train one stage of the same epochs).
   c.train = dict(optimizer="sgd", learning_rate=1e-3, momentum=0.9, max_epochs_per_stage=350,
                  advance_after_cuts=0, finetune_epochs=0, reset_momentum=False,
+                 baseline_stages="equal",
                  plateau=dict(factor=0.1, patience=10, cooldown=0, min_delta=1e-4, min_lr=0.0))
   c.loss = dict(kind="classification", target="teacher", reduction="mean", temperature=4.0,
                 distill_weight=0.5)
   # Gradual magnitude pruning (method=gmp): masks recomputed every `update_every`
   # steps over the first `prune_fraction` of the budget, then fine-tuning.
   c.gmp = dict(update_every=50, prune_fraction=0.5, initial_sparsity=0.0)
+  # Iterative magnitude pruning (method=imp): rounds over the pruning stages (0: one a stage).
+  c.imp = dict(rounds=0)
   # every_steps > 0: also every that many steps (streamed pipeline), for long epochs.
   c.checkpoint = dict(every_epochs=1, every_steps=0, keep=2)
   c.report = dict(enabled=True)
@@ -213,20 +218,39 @@ def _check_pruning(c, device_count):
   _choice(p.criterion, masks.CRITERIA, "prune.criterion")
   _choice(p.scope, masks.SCOPES, "prune.scope")
   _choice(p.structure, masks.STRUCTURES, "prune.structure")
-  if p.scope == "global" and p.structure != "unstructured":
-    raise ConfigError(f"prune.scope=global works with unstructured masks only, not "
+  if p.scope != "layer" and p.structure != "unstructured":
+    raise ConfigError(f"prune.scope={p.scope} allocates unstructured masks only, not "
                       f"{p.structure}; use prune.scope=layer")
+  if p.scope == "lamp" and p.criterion != "magnitude":
+    raise ConfigError(f"prune.scope=lamp ranks magnitude scores; prune.criterion={p.criterion} "
+                      "has none (use prune.criterion=magnitude or another scope)")
   if p.structure == "n:m" and not (isinstance(p.n, int) and isinstance(p.m, int)
                                     and 0 < p.n < p.m):
     raise ConfigError(f"prune.n={p.n}, prune.m={p.m}: need integers 0 < n < m (e.g. 2:4)")
-  _choice(p.init, ("he_normal", "he_uniform", "copy"), "prune.init")
+  _choice(p.init, blending.STUDENT_INITS, "prune.init")
   _choice(c.blend.form, models.BLEND_FORMS, "blend.form")
   _positive(c.gmp.update_every, "gmp.update_every", integer=True)
   if not 0 < c.gmp.prune_fraction <= 1 or not 0 <= c.gmp.initial_sparsity < 1 - p.keep_ratio + 1e-9:
     raise ConfigError("gmp.prune_fraction must be in (0, 1] and gmp.initial_sparsity in "
                       "[0, 1 − prune.keep_ratio]")
-  if c.method == "gmp" and p.structure != "unstructured":
-    raise ConfigError("method=gmp prunes unstructured weights; use prune.structure=unstructured")
+  _check_method_uses_its_settings(c)
+
+
+def _check_method_uses_its_settings(c) -> None:
+  """A method refuses any setting it would ignore (the run would be labelled with a setting
+  never applied), and settings that would break its budget."""
+  for key, accepted in methods.UNUSED.get(c.method, {}).items():
+    section, name = key.split(".")
+    if c[section][name] != accepted:
+      raise ConfigError(f"method={c.method} does not use {key}={c[section][name]!r}; leave it at "
+                        f"{accepted!r} (or choose a method that uses it)")
+  if c.method == "gmp" and c.train.advance_after_cuts:
+    raise ConfigError("method=gmp spreads its sparsity over the whole budget by steps; "
+                      "train.advance_after_cuts would end stages early and leave it short of "
+                      "its final sparsity; set it to 0")
+  if c.method == "distill" and c.loss.kind != "classification":
+    raise ConfigError(f"method=distill trains with its own loss (distillation); "
+                      f"loss.kind={c.loss.kind} would be ignored: leave it at classification")
 
 
 def _check_schedule(c, device_count):
@@ -250,6 +274,14 @@ def _check_training(c, device_count):
   _positive(t.max_epochs_per_stage, "train.max_epochs_per_stage", integer=True)
   if t.advance_after_cuts < 0 or t.finetune_epochs < 0:
     raise ConfigError("train.advance_after_cuts and train.finetune_epochs must be >= 0")
+  _choice(t.baseline_stages, methods.BASELINE_STAGES, "train.baseline_stages")
+  if not isinstance(c.imp.rounds, int) or c.imp.rounds < 0:
+    raise ConfigError(f"imp.rounds={c.imp.rounds!r} must be a whole number >= 0 (0: one round "
+                      "a stage)")
+  stages = len(schedule_of(c))
+  if c.method == "imp" and c.imp.rounds and stages % c.imp.rounds:
+    raise ConfigError(f"imp.rounds={c.imp.rounds} must divide the {stages} pruning stages "
+                      "(each round spans the same number of stages)")
   if not 0 < t.plateau.factor < 1:
     raise ConfigError(f"train.plateau.factor={t.plateau.factor} must be in (0, 1)")
   if t.plateau.patience < 1 or t.plateau.cooldown < 0:

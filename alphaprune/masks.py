@@ -20,7 +20,10 @@ from alphaprune import tree
 
 DEFAULT_INCLUDE = ()  # empty: every parameter with at least two dimensions
 CRITERIA = ("magnitude", "random")
-SCOPES = ("layer", "global")
+# How the kept weights are allocated across kernels: the same fraction in every one
+# (`layer`), one ranking across all (`global`), Erdős–Rényi-Kernel densities (`erk`, Evci
+# et al. 2020) or layer-adaptive magnitude scores ranked globally (`lamp`, Lee et al. 2021).
+SCOPES = ("layer", "global", "erk", "lamp")
 STRUCTURES = ("unstructured", "filter", "n:m")
 
 
@@ -61,17 +64,64 @@ def _scores(kernels: dict[str, np.ndarray], criterion: str, key) -> dict[str, np
   raise ValueError(f"unknown criterion {criterion!r}; choose one of {CRITERIA}")
 
 
-def _unstructured(scores, keep_ratio, scope):
+def erk_densities(shapes: Mapping[str, tuple], keep_ratio: float) -> dict[str, float]:
+  """Erdős–Rényi-Kernel densities (Evci et al. 2020, "Rigging the Lottery"): each kernel's
+  kept fraction proportional to sum(shape) / prod(shape) (for a conv, (h + w + in + out) /
+  (h·w·in·out)), scaled so the kept weights are `keep_ratio` of all; a kernel whose density
+  would pass 1 is kept whole and the rest rescaled (as RigL's own code does)."""
+  sizes = {path: int(np.prod(shape)) for path, shape in shapes.items()}
+  raw = {path: sum(shape) / sizes[path] for path, shape in shapes.items()}
+  target = keep_ratio * sum(sizes.values())
+  dense: set[str] = set()
+  while True:
+    rest = [path for path in shapes if path not in dense]
+    budget = target - sum(sizes[path] for path in dense)
+    scale = budget / sum(raw[path] * sizes[path] for path in rest) if rest else 0.0
+    over = [path for path in rest if scale * raw[path] > 1]
+    if not over:
+      return {path: 1.0 if path in dense else scale * raw[path] for path in shapes}
+    dense.add(max(over, key=lambda path: raw[path]))
+
+
+def keep_counts(shapes: Mapping[str, tuple], keep_ratio: float, scope: str) -> dict[str, int]:
+  """Weights each kernel keeps under an allocation that depends on shapes alone (`layer`,
+  `erk`): round(density·size), never none."""
+  sizes = {path: int(np.prod(shape)) for path, shape in shapes.items()}
   if scope == "layer":
-    return {p: _top_k_mask(s, keep_count(keep_ratio, s.size)) for p, s in scores.items()}
-  sizes = [s.size for s in scores.values()]
-  flat = np.concatenate([s.reshape(-1) for s in scores.values()])
+    return {path: keep_count(keep_ratio, size) for path, size in sizes.items()}
+  if scope == "erk":
+    densities = erk_densities(shapes, keep_ratio)
+    return {path: keep_count(densities[path], size) for path, size in sizes.items()}
+  raise ValueError(f"scope {scope!r} ranks weights across kernels; it has no counts per kernel")
+
+
+def lamp_scores(weights: np.ndarray) -> np.ndarray:
+  """Layer-adaptive magnitude scores (Lee et al. 2021): w_u² / Σ_{|w_v| ≥ |w_u|} w_v², each
+  weight's squared magnitude over that of itself and every larger weight of its kernel. The
+  largest weight of every kernel scores 1, so a global ranking of these scores keeps each
+  kernel's best weights first."""
+  squared = np.square(np.asarray(weights, np.float64)).reshape(-1)
+  order = np.argsort(squared, kind="stable")  # ascending
+  suffix = np.cumsum(squared[order][::-1])[::-1]  # Σ of this and every larger weight
+  scores = np.empty_like(squared)
+  scores[order] = squared[order] / np.maximum(suffix, np.finfo(np.float64).tiny)
+  return scores.reshape(np.shape(weights))
+
+
+def _unstructured(scores, kernels, keep_ratio, scope):
+  if scope in ("layer", "erk"):
+    counts = keep_counts({path: w.shape for path, w in kernels.items()}, keep_ratio, scope)
+    return {path: _top_k_mask(score, counts[path]) for path, score in scores.items()}
+  if scope == "lamp":
+    scores = {path: lamp_scores(kernels[path]) for path in scores}
+  sizes = [score.size for score in scores.values()]
+  flat = np.concatenate([score.reshape(-1) for score in scores.values()])
   mask = _top_k_mask(flat, int(round(keep_ratio * flat.size)))
   out, start = {}, 0
-  for (p, s), size in zip(scores.items(), sizes):
-    out[p] = mask[start:start + size].reshape(s.shape)
-    if not out[p].any():  # the global ranking emptied this layer: keep its best weight
-      out[p] = _top_k_mask(s, 1)
+  for (path, score), size in zip(scores.items(), sizes):
+    out[path] = mask[start:start + size].reshape(score.shape)
+    if not out[path].any():  # the global ranking emptied this kernel: keep its best weight
+      out[path] = _top_k_mask(score, 1)
     start += size
   return out
 
@@ -183,10 +233,13 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   named = {p for prods, cons in groups or () for p in (*prods, *cons)}
   if groups is not None and not named <= set(paths):
     groups = None  # a coupled kernel is excluded from pruning: coupling would be wrong
+  if scope == "lamp" and criterion != "magnitude":
+    raise ValueError(f"scope lamp ranks layer-adaptive magnitude scores; criterion {criterion!r} "
+                     "has none (use criterion magnitude, or scope layer, global or erk)")
   kernels = {p: np.asarray(flat[p]) for p in paths}
   scores = _scores(kernels, criterion, key)
   if structure == "unstructured":
-    masks = _unstructured(scores, keep_ratio, scope)
+    masks = _unstructured(scores, kernels, keep_ratio, scope)
   elif structure == "n:m":
     masks = _n_m(scores, n, m)
   elif structure == "filter":

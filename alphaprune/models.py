@@ -58,13 +58,16 @@ class Unit(nn.Module):
 
 
 class BlockBlend(nn.Module):
-  """Block form: α·teacher(x) + (1−α)·student(x), each branch a whole unit."""
+  """Block form: α·teacher(x) + (1−α)·student(x), each branch a whole unit. A frozen
+  teacher's unit runs in evaluation mode (its batch norm uses, and keeps, the statistics
+  it was trained with), so nothing of its branch changes."""
 
   spec: UnitSpec
+  freeze_teacher: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool, alpha):
-    teacher = Unit(self.spec, name="teacher")(x, train)
+    teacher = Unit(self.spec, name="teacher")(x, train and not self.freeze_teacher)
     student = Unit(self.spec, name="student")(x, train)
     return alpha * teacher + (1.0 - alpha) * student
 
@@ -74,7 +77,8 @@ class _UnitModel(nn.Module):
 
   def _unit(self, name: str, spec: UnitSpec, x, train: bool, alpha):
     if self.blend_form == "block":
-      return BlockBlend(spec, name=name)(x, train, 1.0 if alpha is None else alpha)
+      return BlockBlend(spec, self.freeze_teacher, name=name)(
+          x, train, 1.0 if alpha is None else alpha)
     return Unit(spec, name=name)(x, train)
 
 
@@ -97,6 +101,7 @@ class MLP(_UnitModel):
   num_classes: int = 10
   hidden: Sequence[int] = (300, 100)
   blend_form: str = "layer"
+  freeze_teacher: bool = True  # block form: the teacher's units in evaluation mode
 
   def channel_groups(self):
     """[(producer kernels, consumer kernels)] of channels that must be pruned together."""
@@ -122,6 +127,7 @@ class LeNet5(_UnitModel):
   channels: Sequence[int] = (6, 16)
   fc: Sequence[int] = (120, 84)
   blend_form: str = "layer"
+  freeze_teacher: bool = True  # block form: the teacher's units in evaluation mode
 
   def channel_groups(self):
     return chain_groups([_conv("conv1"), _conv("conv2"), _dense("fc1"), _dense("fc2"),
@@ -152,6 +158,7 @@ class CNN(_UnitModel):
   channels: Sequence[int] = (16, 32)
   fc: Sequence[int] = (128,)
   blend_form: str = "layer"
+  freeze_teacher: bool = True  # block form: the teacher's units in evaluation mode
 
   def channel_groups(self):
     return chain_groups([_conv(f"conv{i + 1}") for i in range(len(self.channels))]
@@ -189,6 +196,7 @@ class VGG(_UnitModel):
   width: float = 1.0  # channel multiplier
   widths: Sequence[int] | None = None  # explicit channels per conv (a compact export)
   blend_form: str = "layer"
+  freeze_teacher: bool = True  # block form: the teacher's units in evaluation mode
 
   def _num_convs(self):
     return sum(1 for item in VGG_LAYOUTS[self.depth] if item != "M")
@@ -226,6 +234,7 @@ class ResNet(_UnitModel):
   stage_widths: Sequence[int] | None = None
   inner_widths: Sequence[int] | None = None
   blend_form: str = "layer"
+  freeze_teacher: bool = True  # block form: the teacher's units in evaluation mode
 
   @property
   def blocks_per_stage(self):
@@ -302,6 +311,7 @@ class ImageNetResNet(_UnitModel):
   depth: int = 50
   width: float = 1.0  # channel multiplier: 64·width in the stem
   blend_form: str = "layer"
+  freeze_teacher: bool = True  # block form: the teacher's units in evaluation mode
 
   def channel_groups(self):
     raise NotImplementedError("imagenet_resnet does not support filter pruning yet")
@@ -345,7 +355,8 @@ MODELS = {"mlp": MLP, "lenet5": LeNet5, "cnn": CNN, "vgg": VGG, "resnet": ResNet
           "imagenet_resnet": ImageNetResNet}
 
 
-def make_model(model_config: Any, num_classes: int, blend_form: str = "layer") -> nn.Module:
+def make_model(model_config: Any, num_classes: int, blend_form: str = "layer",
+               freeze_teacher: bool = True) -> nn.Module:
   """Builds the model `config.model` (a ConfigDict or mapping) names: a built-in one, or a
   user's Linen or NNX module by import path (see `usermodels`)."""
   cfg = dict(model_config)
@@ -359,4 +370,5 @@ def make_model(model_config: Any, num_classes: int, blend_form: str = "layer") -
   fields = {f.name for f in dataclasses.fields(MODELS[name])}
   kwargs = {k: (tuple(v) if isinstance(v, list) else v)
             for k, v in cfg.items() if k in fields}
-  return MODELS[name](num_classes=num_classes, blend_form=blend_form, **kwargs)
+  return MODELS[name](num_classes=num_classes, blend_form=blend_form,
+                      freeze_teacher=freeze_teacher, **kwargs)

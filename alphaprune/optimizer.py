@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import ReduceLROnPlateauState, reduce_on_plateau
 
+from alphaprune import blending
+
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -48,8 +50,7 @@ def _keep_pruned_at_zero():
 
   def update_fn(updates, state, params=None, *, masks, **extra_args):
     del params, extra_args
-    student = jax.tree.map(lambda u, m: u * m, updates["student"], masks)
-    return {**updates, "student": student}, state
+    return {**updates, "student": blending.apply_masks(updates["student"], masks)}, state
 
   return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
 

@@ -140,51 +140,153 @@ def write_report(workdir: str) -> list[str]:
 
 # ------------------------------------------------------------------ a grid (compare)
 
-def _row_key(s: dict) -> tuple:
-  return (s["method"], tuple(s["settings"].items()))
+def _row_key(entry: dict) -> tuple:
+  return (entry["method"], tuple(entry["settings"].items()))
 
 
-def _label(s: dict) -> str:
-  settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items())
-  return f"{s['method']} ({settings})" if settings else s["method"]
+def _label(entry: dict) -> str:
+  settings = ", ".join(f"{key}={value}" for key, value in entry["settings"].items())
+  return f"{entry['method']} ({settings})" if settings else entry["method"]
 
 
-def _fmt(stat, spec: str) -> str:
+def _stat(entry: dict, key: str, spec: str) -> str:
+  stat = entry["stats"].get(key)
   return "–" if stat is None else format(stat["mean"], spec)
 
 
-def grid_table(stats: list[dict]) -> str:
-  """Test accuracy (mean ± std) and gap to the teacher per method × keep ratio, then every
-  cell's details."""
-  keeps = sorted({s["keep_ratio"] for s in stats}, reverse=True)
-  rows = {}
-  for s in stats:
-    rows.setdefault(_row_key(s), {})[s["keep_ratio"]] = s
-  lines = ["| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+def _interval(diff: dict | None, spec: str = "+.4f") -> str:
+  """A paired difference as `mean [low, high]`, in bold where the interval excludes zero."""
+  if diff is None:
+    return "–"
+  if diff["low"] is None:
+    return f"{diff['mean']:{spec}} (1 seed)"
+  text = f"{diff['mean']:{spec}} [{diff['low']:{spec}}, {diff['high']:{spec}}]"
+  return f"**{text}**" if diff["excludes_zero"] else text
+
+
+def _by_row(entries: list[dict]) -> tuple[list[float], dict]:
+  keeps = sorted({entry["keep_ratio"] for entry in entries}, reverse=True)
+  rows: dict = {}
+  for entry in entries:
+    rows.setdefault(_row_key(entry), {})[entry["keep_ratio"]] = entry
+  return keeps, rows
+
+
+def accuracy_table(entries: list[dict]) -> str:
+  """Pruned test accuracy (mean ± std over seeds, the gap to the teacher in brackets) per
+  method × keep ratio."""
+  keeps, rows = _by_row(entries)
+  lines = ["| method | " + " | ".join(f"keep {keep:g}" for keep in keeps) + " |",
+           "| --- |" + " --- |" * len(keeps)]
+  for cells in rows.values():
+    texts = []
+    for keep in keeps:
+      entry = cells.get(keep)
+      if entry is None:
+        texts.append("")
+        continue
+      accuracy, gap = entry["stats"]["pruned_test_accuracy"], entry["stats"]["gap_to_teacher"]
+      texts.append(f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f} ({gap['mean']:+.4f})")
+    lines.append(f"| {_label(next(iter(cells.values())))} | " + " | ".join(texts) + " |")
+  return "\n".join(lines)
+
+
+def paired_table(entries: list[dict], key: str = "pruned_test_accuracy") -> str:
+  """Each method's paired per-seed difference from alpha_blend in `key` (mean [95%
+  t-interval]; bold where the interval excludes zero) per method × keep ratio."""
+  keeps, rows = _by_row(entries)
+  lines = ["| method − alpha_blend | " + " | ".join(f"keep {keep:g}" for keep in keeps) + " |",
            "| --- |" + " --- |" * len(keeps)]
   for cells in rows.values():
     first = next(iter(cells.values()))
-    entries = []
-    for k in keeps:
-      s = cells.get(k)
-      entries.append("" if s is None else (
-          f"{s['pruned_test_accuracy']['mean']:.4f} ± {s['pruned_test_accuracy']['std']:.4f} "
-          f"({s['gap_to_teacher']['mean']:+.4f})"))
-    lines.append(f"| {_label(first)} | " + " | ".join(entries) + " |")
-  lines += ["", "| keep | method | pruned test accuracy | gap to teacher | teacher | "
-            "kept / total params | epochs after pretraining | val ÷ train loss at the end | "
-            "val loss above its best | wall time (s) | seeds |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for s in stats:
-    acc, gap, t = s["pruned_test_accuracy"], s["gap_to_teacher"], s["teacher_test_accuracy"]
-    lines.append(
-        f"| {s['keep_ratio']:g} | {_label(s)} | {acc['mean']:.4f} ± {acc['std']:.4f} | "
-        f"{gap['mean']:+.4f} ± {gap['std']:.4f} | {t['mean']:.4f} ± {t['std']:.4f} | "
-        f"{s['params_total_after']['mean']:.0f} / {s['params_total_before']['mean']:.0f} | "
-        f"{s['epochs_total']['mean']:.0f} | {_fmt(s['val_over_train_loss'], '.2f')} | "
-        f"{_fmt(s['val_loss_above_best'], '+.0%')} | {s['wall_seconds']['mean']:.0f} | "
-        f"{len(s['seeds'])} |")
+    if first["method"] == "alpha_blend":
+      continue
+    texts = [_interval(cells[keep]["paired"].get(key)) if keep in cells else ""
+             for keep in keeps]
+    lines.append(f"| {_label(first)} | " + " | ".join(texts) + " |")
   return "\n".join(lines)
+
+
+def details_table(entries: list[dict]) -> str:
+  """Every (cell, method): accuracy, calibration, their paired differences, overfitting."""
+  lines = ["| keep | method | test acc. | val. acc. | Δ test acc. vs alpha_blend | test NLL | "
+           "Δ NLL | test ECE | Δ ECE | teacher test acc. | kept / total params | epochs | "
+           "val ÷ train loss at the end | val loss above its best | wall s | seeds |",
+           "| --- |" * 16]
+  for entry in entries:
+    stats, diff = entry["stats"], entry["paired"]
+    accuracy = stats["pruned_test_accuracy"]
+    lines.append(
+        f"| {entry['keep_ratio']:g} | {_label(entry)} | {accuracy['mean']:.4f} ± "
+        f"{accuracy['std']:.4f} | {_stat(entry, 'pruned_val_accuracy', '.4f')} | "
+        f"{_interval(diff.get('pruned_test_accuracy'))} | "
+        f"{_stat(entry, 'pruned_test_nll', '.4f')} | {_interval(diff.get('pruned_test_nll'))} | "
+        f"{_stat(entry, 'pruned_test_ece', '.4f')} | {_interval(diff.get('pruned_test_ece'))} | "
+        f"{_stat(entry, 'teacher_test_accuracy', '.4f')} | "
+        f"{_stat(entry, 'params_total_after', '.0f')} / {_stat(entry, 'params_total_before', '.0f')}"
+        f" | {_stat(entry, 'epochs_total', '.0f')} | {_stat(entry, 'val_over_train_loss', '.2f')} "
+        f"| {_stat(entry, 'val_loss_above_best', '+.0%')} | {_stat(entry, 'wall_seconds', '.0f')} "
+        f"| {len(entry['seeds'])} |")
+  return "\n".join(lines)
+
+
+def settings_ranking(entries: list[dict]) -> str:
+  """Where a grid has several settings: per keep ratio and method, the settings ranked by
+  validation accuracy (the one a researcher may choose by); test accuracy beside it."""
+  groups: dict = {}
+  for entry in entries:
+    groups.setdefault((entry["keep_ratio"], entry["method"]), []).append(entry)
+  lines = ["| keep | method | settings, best validation accuracy first (val. / test) |",
+           "| --- | --- | --- |"]
+  for (keep, method), group in groups.items():
+    if len(group) < 2 or any("pruned_val_accuracy" not in e["stats"] for e in group):
+      continue
+    ranked = sorted(group, key=lambda e: -e["stats"]["pruned_val_accuracy"]["mean"])
+    text = "; ".join(f"{', '.join(f'{k}={v}' for k, v in e['settings'].items())} "
+                     f"({e['stats']['pruned_val_accuracy']['mean']:.4f} / "
+                     f"{e['stats']['pruned_test_accuracy']['mean']:.4f})" for e in ranked)
+    lines.append(f"| {keep:g} | {method} | {text} |")
+  return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def grid_markdown(grid: dict) -> str:
+  entries = grid["entries"]
+  seeds = ", ".join(map(str, grid["seeds"]))
+  parts = [f"# Pruned test accuracy (mean ± std over seeds {seeds}; in brackets the gap to "
+           f"the teacher)\n\n{accuracy_table(entries)}",
+           "# Paired differences from alpha_blend in test accuracy\n\nPer seed, each method "
+           "minus alpha_blend on the same teacher, masks' allocation and batch order; the mean "
+           "over seeds and its 95% t-interval, **bold** where the interval excludes zero.\n\n"
+           + paired_table(entries),
+           "# Every cell\n\nNLL and ECE (15 bins) on the test set; Δ: the paired difference "
+           "from alpha_blend as above.\n\n" + details_table(entries)]
+  ranking = settings_ranking(entries)
+  if ranking:
+    parts.append("# Settings ranked by validation accuracy\n\n" + ranking)
+  if grid.get("command"):
+    made = f"Made by:\n\n```bash\n{grid['command']}\n```"
+    if grid.get("code"):
+      made += f"\n\non the code of commit {grid['code']}."
+    parts.insert(0, made)
+  return "\n\n".join(parts) + "\n"
+
+
+def write_grid(grid: dict, folder: str) -> None:
+  """compare.md and the figures of a grid (compare.json's contents) into `folder`."""
+  with open(os.path.join(folder, "compare.md"), "w") as f:
+    f.write(grid_markdown(grid))
+  entries = grid["entries"]
+  plot_curve(entries, os.path.join(folder, "compare.png"))
+  if any(entry["paired"] for entry in entries):
+    plot_paired(entries, os.path.join(folder, "paired.png"))
+  for method in ("alpha_blend", "soft"):
+    histories = {cell: runs[method] for cell, runs in grid.get("curves", {}).items()
+                 if method in runs}
+    if histories:
+      plot_losses(histories, os.path.join(folder, "losses.png"), method)
+      break
+  if any(entry["settings"] for entry in entries):
+    plot_epochs(entries, os.path.join(folder, "epochs.png"))
 
 
 def _pyplot():
@@ -194,38 +296,45 @@ def _pyplot():
   return plt
 
 
-def plot_curve(stats: list[dict], path: str) -> None:
+def _colour(method: str, index: int, by_method: bool) -> str:
+  base = method[:-len(RANDOM)] if method.endswith(RANDOM) else method
+  return f"C{(METHODS.index(base) if by_method and base in METHODS else index) % 10}"
+
+
+def _keep_axis(ax, entries):
+  ax.set_xscale("log")
+  keeps = sorted({entry["keep_ratio"] for entry in entries})
+  ax.set_xticks(keeps, [f"{keep:g}" for keep in keeps])
+  ax.minorticks_off()
+  ax.set_xlabel("fraction of prunable weights kept (log)")
+
+
+def plot_curve(entries: list[dict], path: str) -> None:
   """Test accuracy against the fraction of weights kept: one line per method (and grid
   setting), error bars over seeds, the teachers as a band."""
   plt = _pyplot()
-  rows = {}
-  for s in stats:
-    rows.setdefault(_row_key(s), []).append(s)
+  _, rows = _by_row(entries)
   fig, ax = plt.subplots(figsize=(8, 5))
-  teachers = [v for s in stats for v in s["teacher_test_accuracy"]["values"]]
-  t = mean_std(teachers)
-  ax.axhspan(t["mean"] - t["std"], t["mean"] + t["std"], color="0.5", alpha=0.2, lw=0)
-  ax.axhline(t["mean"], color="k", ls="--", lw=1,
-             label=f"dense teacher {t['mean']:.4f} ± {t['std']:.4f}")
-  by_method = not any(s["settings"] for s in stats)  # a colour per method, random dotted
-  for i, row in enumerate(rows.values()):
-    row = sorted(row, key=lambda s: s["keep_ratio"])
+  teachers = mean_std([v for entry in entries
+                       for v in entry["stats"]["teacher_test_accuracy"]["values"]])
+  ax.axhspan(teachers["mean"] - teachers["std"], teachers["mean"] + teachers["std"],
+             color="0.5", alpha=0.2, lw=0)
+  ax.axhline(teachers["mean"], color="k", ls="--", lw=1,
+             label=f"dense teacher {teachers['mean']:.4f} ± {teachers['std']:.4f}")
+  by_method = not any(entry["settings"] for entry in entries)
+  for index, cells in enumerate(rows.values()):
+    row = sorted(cells.values(), key=lambda entry: entry["keep_ratio"])
     method = row[0]["method"]
-    random = method.endswith(RANDOM)
-    colour = METHODS.index(method[:-len(RANDOM)] if random else method) if by_method else i
-    ax.errorbar([s["kept_fraction"]["mean"] for s in row],
-                [s["pruned_test_accuracy"]["mean"] for s in row],
-                yerr=[s["pruned_test_accuracy"]["std"] for s in row], capsize=3,
-                marker="o", ms=4, ls=":" if random else "-", color=f"C{colour % 10}",
-                lw=2.2 if row[0]["method"] == "alpha_blend" else 1.2, label=_label(row[0]))
-  ax.set_xscale("log")
-  keeps = sorted({s["keep_ratio"] for s in stats})
-  ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
-  ax.minorticks_off()
-  ax.set_xlabel("fraction of prunable weights kept (log)")
-  n = max(len(s["seeds"]) for s in stats)
-  ax.set_ylabel(f"pruned test accuracy (mean ± std, {n} seeds)")
-  ax.set_title("same teacher, masks' keep ratio and epoch budget for every method")
+    ax.errorbar([e["stats"]["kept_fraction"]["mean"] for e in row],
+                [e["stats"]["pruned_test_accuracy"]["mean"] for e in row],
+                yerr=[e["stats"]["pruned_test_accuracy"]["std"] for e in row], capsize=3,
+                marker="o", ms=4, ls=":" if method.endswith(RANDOM) else "-",
+                color=_colour(method, index, by_method),
+                lw=2.2 if method == "alpha_blend" else 1.2, label=_label(row[0]))
+  _keep_axis(ax, entries)
+  seeds = max(len(entry["seeds"]) for entry in entries)
+  ax.set_ylabel(f"pruned test accuracy (mean ± std, {seeds} seeds)")
+  ax.set_title("same teacher, masks' allocation, stages and epoch budget for every method")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="lower right")
   fig.tight_layout()
@@ -233,9 +342,41 @@ def plot_curve(stats: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def plot_paired(entries: list[dict], path: str) -> None:
+  """Each method's paired difference from alpha_blend in test accuracy against the fraction
+  kept, with its 95% t-interval: above zero, the method beats alpha_blend."""
+  plt = _pyplot()
+  _, rows = _by_row(entries)
+  fig, ax = plt.subplots(figsize=(8, 5))
+  ax.axhline(0.0, color="k", lw=1, label="alpha_blend")
+  by_method = not any(entry["settings"] for entry in entries)
+  rows = [r for r in rows.values() if next(iter(r.values()))["method"] != "alpha_blend"]
+  for index, cells in enumerate(rows):
+    row = [e for e in sorted(cells.values(), key=lambda e: e["keep_ratio"])
+           if "pruned_test_accuracy" in e["paired"]]
+    if not row:
+      continue
+    diffs = [e["paired"]["pruned_test_accuracy"] for e in row]
+    shift = 1 + 0.025 * (index - len(rows) / 2)  # side by side at each keep ratio
+    low = [d["mean"] - d["low"] if d["low"] is not None else 0 for d in diffs]
+    high = [d["high"] - d["mean"] if d["high"] is not None else 0 for d in diffs]
+    ax.errorbar([e["keep_ratio"] * shift for e in row], [d["mean"] for d in diffs],
+                yerr=[low, high], capsize=3, marker="o", ms=4,
+                ls=":" if row[0]["method"].endswith(RANDOM) else "-",
+                color=_colour(row[0]["method"], index + 1, by_method), label=_label(row[0]))
+  _keep_axis(ax, entries)
+  ax.set_ylabel("test accuracy − alpha_blend's, paired by seed (95% t-interval)")
+  ax.set_title("above zero: the method beats alpha_blend on the same teacher and masks")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="best")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def plot_losses(histories: dict, path: str, method: str = "alpha_blend") -> bool:
   """Train and validation loss per epoch of `method` in each cell (every seed a line):
-  `histories` is {cell name: [each seed's pruning-phase metrics]}."""
+  `histories` is {cell name: [each seed's pruning-phase records]}."""
   panels = list(histories.items())[:16]
   if not panels:
     return False
@@ -244,18 +385,18 @@ def plot_losses(histories: dict, path: str, method: str = "alpha_blend") -> bool
   rows = -(-len(panels) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
   for ax, (cell, runs) in zip(axes.flat, panels):
-    for i, history in enumerate(runs):
-      x = range(1, len(history) + 1)
-      ax.plot(x, [h["train_loss"] for h in history], color="C0", lw=1,
-              label="train" if i == 0 else None)
-      ax.plot(x, [h["val_loss"] for h in history], color="C1", lw=1, ls="--",
-              label="validation" if i == 0 else None)
-      if i == 0:
+    for index, history in enumerate(runs):
+      epochs = range(1, len(history) + 1)
+      ax.plot(epochs, [h["train_loss"] for h in history], color="C0", lw=1,
+              label="train" if index == 0 else None)
+      ax.plot(epochs, [h["val_loss"] for h in history], color="C1", lw=1, ls="--",
+              label="validation" if index == 0 else None)
+      if index == 0:
         for j in range(1, len(history)):
           if history[j]["alpha"] != history[j - 1]["alpha"]:
             ax.axvline(j + 0.5, color="0.8", lw=0.6)
     ax.set_title(cell.replace(",", "\n", 1) if "," in cell else cell, fontsize=8)
-    ax.set_xlabel("epoch after pretraining (grey: α-stage ends)", fontsize=7)
+    ax.set_xlabel("epoch after pretraining (grey: α changes)", fontsize=7)
     ax.tick_params(labelsize=7)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
@@ -268,15 +409,15 @@ def plot_losses(histories: dict, path: str, method: str = "alpha_blend") -> bool
   return True
 
 
-def plot_epochs(stats: list[dict], path: str) -> None:
+def plot_epochs(entries: list[dict], path: str) -> None:
   """Pruned test accuracy against the epochs each (cell, method) trained after pretraining."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(8, 5))
-  for i, s in enumerate(stats):
-    ax.errorbar(s["epochs_total"]["mean"], s["pruned_test_accuracy"]["mean"],
-                xerr=s["epochs_total"]["std"], yerr=s["pruned_test_accuracy"]["std"],
-                marker="o", capsize=3, color=f"C{i % 10}",
-                label=f"keep {s['keep_ratio']:g}, {_label(s)}")
+  for index, entry in enumerate(entries):
+    epochs, accuracy = entry["stats"]["epochs_total"], entry["stats"]["pruned_test_accuracy"]
+    ax.errorbar(epochs["mean"], accuracy["mean"], xerr=epochs["std"], yerr=accuracy["std"],
+                marker="o", capsize=3, color=f"C{index % 10}",
+                label=f"keep {entry['keep_ratio']:g}, {_label(entry)}")
   ax.set_xscale("log")
   ax.set_xlabel("epochs after pretraining (mean over seeds, log)")
   ax.set_ylabel("pruned test accuracy (mean ± std)")

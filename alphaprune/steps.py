@@ -125,7 +125,7 @@ def train_step(state: TrainState, batch: dict, aux: dict,
   params, masks = optax.apply_updates(state.params, updates), state.masks
   if cfg.gmp is not None:  # gradual magnitude pruning: the masks follow the trained weights
     masks = methods.gmp_masks(params["student"], masks, state.step, cfg.gmp)
-    params = {**params, "student": jax.tree.map(lambda w, m: w * m, params["student"], masks)}
+    params = {**params, "student": blending.apply_masks(params["student"], masks)}
   return state.replace(step=state.step + 1, params=params, masks=masks, opt_state=opt_state,
                        model_state={**state.model_state, **new_model_state}), metrics
 
@@ -197,9 +197,15 @@ def observe(state: TrainState, val_loss, opt: opt_lib.Optimizer) -> TrainState:
 
 # ------------------------------------------------------------------ evaluation
 
+ECE_BINS = 15  # expected calibration error: confidence bins of width 1/15
+TOTALS = 4 + 3 * ECE_BINS  # what `batch_totals` sums (see `metrics_of`)
+
+
 def batch_totals(variables, alpha, batch: dict, aux: dict, cfg: StepConfig) -> jax.Array:
-  """[sum of losses, correct predictions, examples] over one padded batch (0/1 `mask`).
-  The frozen teacher's logits come with the batch or, streamed, from `aux`."""
+  """Sums over one padded batch (0/1 `mask`): [loss, correct predictions, examples,
+  negative log-likelihood (softmax cross-entropy on the labels), then per confidence bin:
+  examples, their summed confidence, their correct predictions]. The frozen teacher's
+  logits come with the batch or, streamed, from `aux`."""
   x = augment_lib.normalise(batch["image"], cfg.mean, cfg.std)
   logits, _ = apply_model(cfg.model, variables, x, False, alpha)
   teacher_logits = batch.get("teacher_logits")
@@ -208,12 +214,25 @@ def batch_totals(variables, alpha, batch: dict, aux: dict, cfg: StepConfig) -> j
   per_example, _ = cfg.loss.per_example(logits, batch["label"], teacher_logits,
                                         aux.get("target_var"))
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-  m = batch["mask"]
-  return jnp.stack([jnp.sum(per_example * m), jnp.sum(correct * m), jnp.sum(m)])
+  mask = batch["mask"]
+  nll = losses.cross_entropy(logits, batch["label"])
+  confidence = jnp.max(jax.nn.softmax(logits.astype(jnp.float32)), -1)
+  bins = jax.nn.one_hot(jnp.clip(jnp.floor(confidence * ECE_BINS), 0, ECE_BINS - 1).astype(
+      jnp.int32), ECE_BINS) * mask[:, None]
+  return jnp.concatenate([
+      jnp.stack([jnp.sum(per_example * mask), jnp.sum(correct * mask), jnp.sum(mask),
+                 jnp.sum(nll * mask)]),
+      jnp.sum(bins, 0), jnp.sum(bins * confidence[:, None], 0), jnp.sum(bins * correct[:, None], 0)])
 
 
 def metrics_of(totals) -> dict:
-  return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2], "count": totals[2]}
+  """{loss, accuracy, count, nll, ece} from summed `batch_totals`: ECE is Σ over bins of
+  |correct − confidence| / examples (Guo et al. 2017, 15 bins)."""
+  count = totals[2]
+  in_bins = totals[4 + ECE_BINS:4 + 2 * ECE_BINS], totals[4 + 2 * ECE_BINS:]
+  return {"loss": totals[0] / count, "accuracy": totals[1] / count, "count": count,
+          "nll": totals[3] / count,
+          "ece": jnp.sum(jnp.abs(in_bins[1] - in_bins[0])) / count}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -225,7 +244,7 @@ def evaluate(variables, alpha, arrays: dict, aux: dict, cfg: StepConfig) -> dict
     batch = {k: jax.lax.dynamic_slice_in_dim(v, i * bs, bs) for k, v in arrays.items()}
     return totals + batch_totals(variables, alpha, batch, aux, cfg), None
 
-  totals, _ = jax.lax.scan(body, jnp.zeros(3), jnp.arange(arrays["label"].shape[0] // bs))
+  totals, _ = jax.lax.scan(body, jnp.zeros(TOTALS), jnp.arange(arrays["label"].shape[0] // bs))
   return metrics_of(totals)
 
 

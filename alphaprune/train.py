@@ -73,6 +73,7 @@ class Phase:
   every_steps: int = 0
   advance_after_cuts: int = 0
   reset_momentum: bool = False
+  scope: str = "layer"  # imp's rounds allocate their masks by it
 
 
 def _print(msg: str) -> None:
@@ -90,8 +91,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir_lib.write_config(config, workdir)
     check_platform(config)
     _print(schedules.describe(alphas))
+    for note in plateau_notes(config):
+      _print(note)
     ctx = start(config, workdir, source, kind, plain)
-    teacher, history = teacher_variables(ctx)
+    t_teacher = time.time()
+    teacher, history, pretrained = teacher_variables(ctx)
+    pretrain_seconds = time.time() - t_teacher if pretrained else 0.0
     teacher_acc = evaluate_teacher(ctx, teacher)
     masks = choose_masks(config, teacher["params"], plain)
     phase, state, stages = prune_phase(ctx, teacher, masks, alphas)
@@ -103,7 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir_lib.close(ctx.log)
     pruned = export_and_evaluate(ctx, phase, state, masks, teacher["params"])
     summary = summarise(config, alphas, history, teacher_acc, pruned, compiled["count"],
-                        time.time() - t_start)
+                        time.time() - t_start - pretrain_seconds, pretrain_seconds)
     finish(config, workdir, summary)
   return summary
 
@@ -126,6 +131,18 @@ def preflight(config, workdir) -> tuple[data.Source, str, models.nn.Module, list
   plain = models.make_model(config.model, source.num_classes)
   check_teacher(config, plain, source.image_shape)
   return source, kind, plain, schedule_of(config)
+
+
+def plateau_notes(config) -> list[str]:
+  """What the plateau rule can do inside these stages: after a reset the first epoch always
+  improves, so a cut comes after epoch patience + 1 of a stage at the earliest and acts on
+  the epoch after it."""
+  patience, epochs = config.train.plateau.patience, config.train.max_epochs_per_stage
+  if epochs > patience + 1:
+    return []
+  return [f"note: stages of {epochs} epoch(s) are too short for the plateau rule to act in "
+          f"them (patience {patience}: the earliest cut follows epoch {patience + 1} of a "
+          "stage); every stage trains at the initial learning rate"]
 
 
 def check_platform(config) -> None:
@@ -181,20 +198,22 @@ def step_config(ctx: Context, model, **fields) -> steps.StepConfig:
 
 # ------------------------------------------------------------------ teacher
 
-def teacher_variables(ctx: Context) -> tuple[dict, list]:
-  """(the dense teacher's variables, its pretraining epochs): given by teacher.checkpoint,
-  pretrained here by an earlier attempt (workdir/teacher), or pretrained now."""
+def teacher_variables(ctx: Context) -> tuple[dict, list, bool]:
+  """(the dense teacher's variables, its pretraining epochs, whether this call pretrained
+  it): given by teacher.checkpoint, pretrained here by an earlier attempt
+  (workdir/teacher), or pretrained now."""
   if ctx.config.teacher.checkpoint:
     variables, _ = export.load(ctx.config.teacher.checkpoint, ctx.plain, ctx.source.image_shape)
-    return devices.put_replicated(variables, ctx.mesh), []
+    return devices.put_replicated(variables, ctx.mesh), [], False
   path = os.path.join(ctx.workdir, "teacher")
-  if not os.path.exists(os.path.join(path, "model.json")):
+  pretrained = not os.path.exists(os.path.join(path, "model.json"))
+  if pretrained:
     variables, history = pretrain(ctx)
     checkpoint.save_model(path, variables, {"model": ctx.config.model.to_dict(),
                                             "num_classes": ctx.source.num_classes,
                                             "history": history})
   variables, meta = export.load(path, ctx.plain, ctx.source.image_shape)
-  return devices.put_replicated(variables, ctx.mesh), meta["history"]
+  return devices.put_replicated(variables, ctx.mesh), meta["history"], pretrained
 
 
 def pretrain(ctx: Context) -> tuple[dict, list]:
@@ -223,18 +242,20 @@ def pretrain(ctx: Context) -> tuple[dict, list]:
       "layer", state.params, state.model_state, state.masks)), history
 
 
-def accuracies(ctx: Context, model, variables) -> dict:
-  """{"val", "test"}: the accuracy of a plain (unblended) network on both splits."""
+def scores(ctx: Context, model, variables) -> dict:
+  """A plain (unblended) network's validation and test accuracy, and its test negative
+  log-likelihood and expected calibration error: {"val", "test", "test_nll", "test_ece"}."""
   cfg = step_config(ctx, model)
-  return {split: float(ctx.inputs.evaluate(split, variables, cfg)["accuracy"])
-          for split in ("val", "test")}
+  val, test = (ctx.inputs.evaluate(split, variables, cfg) for split in ("val", "test"))
+  return {"val": float(val["accuracy"]), "test": float(test["accuracy"]),
+          "test_nll": float(test["nll"]), "test_ece": float(test["ece"])}
 
 
 def evaluate_teacher(ctx: Context, teacher) -> dict:
   """The teacher at α = 1: the starting point, evaluated, never trained."""
-  accuracy = accuracies(ctx, ctx.plain, teacher)
-  _print(f"teacher: val_acc={accuracy['val']:.4f} test_acc={accuracy['test']:.4f}")
-  return accuracy
+  result = scores(ctx, ctx.plain, teacher)
+  _print(f"teacher: val_acc={result['val']:.4f} test_acc={result['test']:.4f}")
+  return result
 
 
 # ------------------------------------------------------------------ masks
@@ -289,24 +310,28 @@ def prune_phase(ctx: Context, teacher, masks,
   state = devices.put_replicated(steps.init_state(params, model_state, start_masks, opt.tx,
                                                   config.seed), ctx.mesh)
   stages = methods.stages(config.method, alphas, config.train.max_epochs_per_stage,
-                          config.train.finetune_epochs)
-  gmp = (gmp_of(config, ctx.source.num_examples("train"), len(alphas))
+                          config.train.finetune_epochs, config.train.baseline_stages,
+                          config.prune.keep_ratio, config.imp.rounds)
+  gmp = (gmp_of(config, ctx.source.num_examples("train"), len(alphas), masks)
          if config.method == "gmp" else None)
   model = models.make_model(config.model, ctx.source.num_classes,
-                            "block" if parametrisation == "block" else "layer")
+                            "block" if parametrisation == "block" else "layer",
+                            freeze_teacher=not config.teacher.trainable)
   cfg = step_config(ctx, model, parametrisation=parametrisation, loss=run_loss(config),
                     tx=opt.tx, teacher_model=ctx.plain, gmp=gmp)
   return make_phase(ctx, "prune", cfg, opt, stages, teacher), state, stages
 
 
-def gmp_of(config, num_train: int, num_stages: int) -> methods.GmpSettings:
+def gmp_of(config, num_train: int, num_stages: int, masks) -> methods.GmpSettings:
   budget_steps = num_stages * config.train.max_epochs_per_stage * (
       num_train // config.data.batch_size)
+  shapes = {path: np.shape(mask) for path, mask in tree.flatten(masks).items()}
   gmp = methods.gmp_settings(config.gmp.update_every, config.gmp.prune_fraction,
-                             config.gmp.initial_sparsity, config.prune.keep_ratio, budget_steps)
+                             config.gmp.initial_sparsity, config.prune.keep_ratio, budget_steps,
+                             shapes, config.prune.scope)
   _print(f"gmp: {gmp.updates} mask updates every {gmp.every} steps, sparsity "
-         f"{gmp.initial_sparsity:.2f} → {gmp.final_sparsity:.2f}, then fine-tuning at the "
-         "final sparsity")
+         f"{gmp.initial_sparsity:.2f} → {gmp.final_sparsity:.2f} allocated by "
+         f"{config.prune.scope}, then fine-tuning at the final sparsity")
   return gmp
 
 
@@ -322,7 +347,7 @@ def make_phase(ctx: Context, name, cfg, opt, stages, teacher=None) -> Phase:
                every_epochs=config.checkpoint.every_epochs,
                every_steps=config.checkpoint.every_steps,
                advance_after_cuts=config.train.advance_after_cuts,
-               reset_momentum=config.train.reset_momentum)
+               reset_momentum=config.train.reset_momentum, scope=config.prune.scope)
 
 
 def resume(phase: Phase, state: steps.TrainState,
@@ -358,6 +383,8 @@ def train_stages(state: steps.TrainState, stages: list[methods.Stage], history: 
     index = int(state.stage)
     stage = stages[index]
     if int(state.stage_epoch) == 0 and partial is None:
+      if stage.prune_to is not None:
+        state = prune_round(state, stage.prune_to, phase)
       state = steps.start_stage(state, jnp.float32(stage.alpha), phase.opt,
                                 phase.reset_momentum)
     state, record = train_one_epoch(state, stage, index, phase, history, partial)
@@ -372,6 +399,17 @@ def train_stages(state: steps.TrainState, stages: list[methods.Stage], history: 
       stopped(phase, state)
     _print(progress_line(record, stage, index, len(stages), int(state.stage_epoch)))
   return state, history
+
+
+def prune_round(state: steps.TrainState, keep_ratio: float, phase: Phase) -> steps.TrainState:
+  """A round of iterative magnitude pruning as a stage starts: the trained weights' largest,
+  `keep_ratio` of them, allocated by the run's scope; the rest set to zero for good."""
+  masks = methods.imp_masks(state.params["student"], state.masks, keep_ratio, phase.scope)
+  masks = devices.put_replicated(masks, phase.cfg.mesh)
+  student = blending.apply_masks(state.params["student"], masks)
+  kept = sum(int(np.sum(mask)) for mask in tree.flatten(jax.device_get(masks)).values())
+  _print(f"imp: pruned to keep {keep_ratio:.4f} ({kept} weights)")
+  return state.replace(masks=masks, params={**state.params, "student": student})
 
 
 def progress_line(record: dict, stage: methods.Stage, index: int, num_stages: int,
@@ -442,22 +480,22 @@ def export_and_evaluate(ctx: Context, phase, state, masks, teacher_params) -> di
   config, source = ctx.config, ctx.source
   blended = phase.inputs.evaluate("test", steps.variables_of(state, phase.cfg.parametrisation),
                                   jnp.float32(0.0), phase.cfg)
-  # The masks the model ends with (gmp chose its own while training).
-  layer_masks = jax.device_get(state.masks if config.method == "gmp" else masks)
+  # The masks the model ends with (gmp and imp choose their own while training).
+  layer_masks = jax.device_get(state.masks if config.method in methods.PRUNING else masks)
   path = os.path.join(ctx.workdir, "export")
   saved = export.export(path, phase.cfg.parametrisation, state, layer_masks, ctx.plain,
                         config.model.to_dict(), source, jax.device_get(teacher_params),
                         config.prune.structure)
   reloaded, _ = export.load(path, saved.model, source.image_shape)
-  scores = accuracies(ctx, saved.model, devices.put_replicated(reloaded, ctx.mesh))
+  result = scores(ctx, saved.model, devices.put_replicated(reloaded, ctx.mesh))
   counts = {key: saved.meta[key] for key in ("prunable_params", "kept_prunable_params",
                                              "params_total_before", "params_total_after")}
-  return {"val": scores["val"], "test": scores["test"], "blended_test": float(blended["accuracy"]),
+  return {**result, "blended_test": float(blended["accuracy"]),
           "form": phase.cfg.parametrisation, "loss": phase.cfg.loss.kind, "counts": counts}
 
 
-def summarise(config, alphas, history, teacher_acc, pruned, compilations,
-              wall_seconds) -> dict:
+def summarise(config, alphas, history, teacher_acc, pruned, compilations, wall_seconds,
+              pretrain_seconds=0.0) -> dict:
   counts = pruned["counts"]
   return {
       "method": config.method,
@@ -469,8 +507,11 @@ def summarise(config, alphas, history, teacher_acc, pruned, compilations,
       "alphas": alphas,
       "epochs_total": sum(1 for h in history if h["phase"] in ("prune", "finetune")),
       "wall_seconds": wall_seconds,
+      "pretrain_seconds": pretrain_seconds,
       "teacher_val_accuracy": teacher_acc["val"],
       "pruned_val_accuracy": pruned["val"],
+      "teacher_test_nll": teacher_acc["test_nll"], "pruned_test_nll": pruned["test_nll"],
+      "teacher_test_ece": teacher_acc["test_ece"], "pruned_test_ece": pruned["test_ece"],
       "blended_alpha0_test_accuracy": pruned["blended_test"],
       "dataset": config.data.name, "model": config.model.name,
       "structure": config.prune.structure, "loss": pruned["loss"],

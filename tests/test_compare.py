@@ -15,47 +15,96 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _summary(method, seed, acc, teacher, keep):
   return {"method": method, "pruned_test_accuracy": acc, "teacher_test_accuracy": teacher,
-          "prunable_params": 100, "kept_prunable_params": round(100 * keep),
+          "pruned_val_accuracy": acc - 0.01, "pruned_test_nll": 1.0 - acc,
+          "pruned_test_ece": 0.01 * seed, "prunable_params": 100,
+          "kept_prunable_params": round(100 * keep),
           "params_total_after": 5 + round(100 * keep), "params_total_before": 105,
           "epochs_total": 12, "wall_seconds": 10.0 + seed}
 
 
-def test_aggregation_matches_the_per_run_summaries(tmp_path):
-  cells = [compare.Cell(0.35, ()), compare.Cell(0.05, ())]
-  accs = {(0.35, "alpha_blend"): [0.90, 0.92, 0.91], (0.35, "soft"): [0.85, 0.80, 0.83],
-          (0.05, "alpha_blend"): [0.70, 0.72, 0.74], (0.05, "soft"): [0.75, 0.71, 0.73]}
-  teachers = [0.93, 0.94, 0.92]
-  for (keep, method), values in accs.items():
-    for seed, (acc, teacher) in enumerate(zip(values, teachers)):
+ACCS = {(0.35, "alpha_blend"): [0.90, 0.92, 0.91], (0.35, "soft"): [0.85, 0.86, 0.84],
+        (0.05, "alpha_blend"): [0.70, 0.72, 0.74], (0.05, "soft"): [0.75, 0.71, 0.73]}
+TEACHERS = [0.93, 0.94, 0.92]
+
+
+@pytest.fixture
+def grid_root(tmp_path):
+  for (keep, method), values in ACCS.items():
+    for seed, (acc, teacher) in enumerate(zip(values, TEACHERS)):
       folder = compare.run_dir(str(tmp_path), compare.Cell(keep, ()), seed, method)
       os.makedirs(folder)
       with open(os.path.join(folder, "summary.json"), "w") as f:
         json.dump(_summary(method, seed, acc, teacher, keep), f)
-  stats = compare.write(str(tmp_path), cells, ["alpha_blend", "soft"], [0, 1, 2])
-  assert len(stats) == 4
-  for s in stats:
-    values = accs[(s["keep_ratio"], s["method"])]
-    assert s["pruned_test_accuracy"]["mean"] == pytest.approx(np.mean(values))
-    assert s["pruned_test_accuracy"]["std"] == pytest.approx(np.std(values, ddof=1))
-    gaps = np.array(values) - np.array(teachers)
-    assert s["gap_to_teacher"]["mean"] == pytest.approx(gaps.mean())
-    assert s["gap_to_teacher"]["std"] == pytest.approx(gaps.std(ddof=1))
-    assert s["kept_fraction"]["mean"] == pytest.approx(s["keep_ratio"])
-  assert json.loads((tmp_path / "compare.json").read_text()) == stats
-  md = (tmp_path / "compare.md").read_text()
-  assert "| method | keep 0.35 | keep 0.05 |" in md
-  assert "| soft | 0.8267 ± 0.0252 (-0.1033) | 0.7300 ± 0.0200 (-0.2000) |" in md
-  assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+  return tmp_path
+
+
+def test_aggregation_keeps_every_seed_and_matches_the_summaries(grid_root, tmp_path):
+  cells = [compare.Cell(0.35, ()), compare.Cell(0.05, ())]
+  grid = compare.write(str(grid_root), cells, ["alpha_blend", "soft"], [0, 1, 2],
+                       str(tmp_path / "kept"), "python -m alphaprune.compare ...")
+  assert len(grid["entries"]) == 4
+  for entry in grid["entries"]:
+    values = ACCS[(entry["keep_ratio"], entry["method"])]
+    stats = entry["stats"]
+    assert [entry["per_seed"][str(s)]["pruned_test_accuracy"] for s in range(3)] == values
+    assert stats["pruned_test_accuracy"]["mean"] == pytest.approx(np.mean(values))
+    assert stats["pruned_test_accuracy"]["std"] == pytest.approx(np.std(values, ddof=1))
+    gaps = np.array(values) - np.array(TEACHERS)
+    assert stats["gap_to_teacher"]["mean"] == pytest.approx(gaps.mean())
+    assert stats["kept_fraction"]["mean"] == pytest.approx(entry["keep_ratio"])
+  for folder in (grid_root, tmp_path / "kept"):
+    assert json.loads((folder / "compare.json").read_text()) == grid
+    md = (folder / "compare.md").read_text()
+    assert "| method | keep 0.35 | keep 0.05 |" in md
+    assert "| soft | 0.8500 ± 0.0100 (-0.0800) | 0.7300 ± 0.0200 (-0.2000) |" in md
+    assert (folder / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "paired.png").read_bytes()[:4] == b"\x89PNG"
+  assert (tmp_path / "kept" / "COMMAND").read_text() == "python -m alphaprune.compare ...\n"
+  assert not (grid_root / "COMMAND").exists()
+
+
+def test_paired_differences_and_their_t_intervals_by_hand(grid_root):
+  """soft − alpha_blend per seed: (−0.05, −0.06, −0.07) at keep 0.35, (+0.05, −0.01, −0.01)
+  at 0.05; 95% interval mean ± t(0.975, 2)·sd/√3 with t = 4.302653."""
+  cells = [compare.Cell(0.35, ()), compare.Cell(0.05, ())]
+  grid = compare.write(str(grid_root), cells, ["alpha_blend", "soft"], [0, 1, 2])
+  soft = {e["keep_ratio"]: e["paired"] for e in grid["entries"] if e["method"] == "soft"}
+  for keep, diffs, excludes in ((0.35, [-0.05, -0.06, -0.07], True),
+                                (0.05, [0.05, -0.01, -0.01], False)):
+    got = soft[keep]["pruned_test_accuracy"]
+    half = 4.302653 * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert got["mean"] == pytest.approx(np.mean(diffs))
+    assert (got["low"], got["high"]) == pytest.approx((np.mean(diffs) - half,
+                                                       np.mean(diffs) + half), abs=1e-6)
+    assert got["excludes_zero"] is excludes and got["n"] == 3
+  # The NLL differences are the accuracy differences negated (NLL = 1 − acc here).
+  assert soft[0.35]["pruned_test_nll"]["mean"] == pytest.approx(0.06)
+  # alpha_blend is the reference: no difference from itself.
+  assert all(not e["paired"] for e in grid["entries"] if e["method"] == "alpha_blend")
+  # The table: bold where the interval excludes zero, plain where it does not.
+  md = (grid_root / "compare.md").read_text()
+  assert ("| soft | **-0.0600 [-0.0848, -0.0352]** | +0.0100 [-0.0761, +0.0961] |"
+          in md.splitlines())
+
+
+def test_a_kept_grid_is_redrawn_from_its_compare_json_alone(grid_root, tmp_path):
+  cells = [compare.Cell(0.35, ()), compare.Cell(0.05, ())]
+  compare.write(str(grid_root), cells, ["alpha_blend", "soft"], [0, 1, 2], str(tmp_path / "kept"))
+  kept = tmp_path / "kept"
+  before = (kept / "compare.md").read_text()
+  for name in ("compare.md", "compare.png", "paired.png"):
+    (kept / name).unlink()
+  assert compare.main([f"--redraw={kept}"]) == 0
+  assert (kept / "compare.md").read_text() == before
+  assert (kept / "paired.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _cells_of(markdown: str) -> dict:
   """{(method, keep): (mean, std, gap)} from the first table of compare.md."""
-  lines = [l for l in markdown.splitlines() if l.startswith("|")]
+  lines = markdown.split("# Pruned test accuracy", 1)[1].split("\n\n")[1].splitlines()
   keeps = [float(h.split()[1]) for h in lines[0].strip("|").split("|")[1:]]
   out = {}
   for line in lines[2:]:
-    if line.startswith("| keep |"):
-      break
     method, *entries = [e.strip() for e in line.strip("|").split("|")]
     for keep, entry in zip(keeps, entries):
       mean, std, gap = re.fullmatch(r"(\S+) ± (\S+) \((\S+)\)", entry).groups()

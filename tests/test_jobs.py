@@ -33,18 +33,18 @@ def _compare(root, seeds, *extra, env_fail="", monkeypatch=None):
                        *extra])
 
 
-def _stat(stats, method, keep=0.35, **settings):
-  [s] = [s for s in stats if (s["method"], s["keep_ratio"], s["settings"]) ==
-         (method, keep, settings)]
-  return s
+def _entry(grid, method, keep=0.35, **settings):
+  [entry] = [e for e in grid["entries"] if (e["method"], e["keep_ratio"], e["settings"]) ==
+             (method, keep, settings)]
+  return entry
 
 
 def test_compare_runs_listed_seeds_skips_finished_and_shares_the_teacher(tmp_path, monkeypatch,
                                                                         capsys):
   assert _compare(tmp_path, "1,3", monkeypatch=monkeypatch) == 0
-  stats = json.loads((tmp_path / "compare.json").read_text())
-  assert _stat(stats, "scratch")["seeds"] == [1, 3]
-  assert _stat(stats, "one_shot")["pruned_test_accuracy"]["values"] == \
+  grid = json.loads((tmp_path / "compare.json").read_text())
+  assert _entry(grid, "scratch")["seeds"] == [1, 3]
+  assert _entry(grid, "one_shot")["stats"]["pruned_test_accuracy"]["values"] == \
       pytest.approx([0.745, 0.765])
   log = (tmp_path / "keep_0.35" / "seed_3" / "scratch.log").read_text()
   assert f"--config.teacher.checkpoint={tmp_path}/keep_0.35/seed_3/alpha_blend/teacher" in log
@@ -95,14 +95,15 @@ def test_keep_ratios_and_grid_cells_each_get_every_method_and_the_right_teacher(
             f"{tmp_path}/{provider}/seed_0/alpha_blend/teacher"
       if method == "one_shot_random":
         assert (args["config.method"], args["config.prune.criterion"]) == ("one_shot", "random")
-  stats = json.loads((tmp_path / "compare.json").read_text())
-  assert len(stats) == 16
-  s = _stat(stats, "one_shot_random", 0.05, **{"loss.reduction": "sum", "teacher.epochs": "2"})
-  assert s["pruned_test_accuracy"]["mean"] == pytest.approx(0.5 + 0.2 + 0.005 + 0.001)
-  assert s["kept_fraction"]["mean"] == pytest.approx(0.05)
+  grid = json.loads((tmp_path / "compare.json").read_text())
+  assert len(grid["entries"]) == 16
+  stats = _entry(grid, "one_shot_random", 0.05,
+                 **{"loss.reduction": "sum", "teacher.epochs": "2"})["stats"]
+  assert stats["pruned_test_accuracy"]["mean"] == pytest.approx(0.5 + 0.2 + 0.005 + 0.001)
+  assert stats["kept_fraction"]["mean"] == pytest.approx(0.05)
   # fake_main's losses: train 1/e, validation 1.1/e over epochs 1–4, so it ends at its best.
-  assert s["val_over_train_loss"]["mean"] == pytest.approx(1.1)
-  assert s["val_loss_above_best"]["mean"] == pytest.approx(0.0)
+  assert stats["val_over_train_loss"]["mean"] == pytest.approx(1.1)
+  assert stats["val_loss_above_best"]["mean"] == pytest.approx(0.0)
   for name in ("compare.png", "losses.png", "epochs.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
 

@@ -90,8 +90,14 @@ def _gmp_run(hidden, classes, gmp, steps_taken):
     yield state
 
 
+SHAPES = {(40,): {"fc1/dense/kernel": (6, 40), "head/dense/kernel": (40, 3)},
+          (2,): {"fc1/dense/kernel": (6, 2), "head/dense/kernel": (2, 2)}}
+
+
 def test_gmp_follows_the_cubic_schedule_and_ends_at_the_target():
-  gmp = methods.GmpSettings(every=3, updates=4, initial_sparsity=0.0, final_sparsity=0.65)
+  # Updates every 3 steps over the first 12 of a 12-step budget: 4 updates after the first.
+  gmp = methods.gmp_settings(3, 1.0, 0.0, 0.35, 12, SHAPES[(40,)], "layer")
+  assert (gmp.every, gmp.updates, gmp.final_sparsity) == (3, 4, pytest.approx(0.65))
   sizes = {"fc1/dense/kernel": 6 * 40, "head/dense/kernel": 40 * 3}
   for t, state in enumerate(_gmp_run((40,), 3, gmp, 20)):
     kept = {p: int(np.sum(m)) for p, m in tree.flatten(state.masks).items()}
@@ -105,20 +111,35 @@ def test_gmp_follows_the_cubic_schedule_and_ends_at_the_target():
 
 def test_gmp_never_empties_a_tiny_layer():
   # A (2, 2) head at 95% sparsity: round(0.05 · 4) = 0, but one weight stays.
-  gmp = methods.GmpSettings(every=1, updates=2, initial_sparsity=0.0, final_sparsity=0.95)
+  gmp = methods.gmp_settings(1, 1.0, 0.0, 0.05, 2, SHAPES[(2,)], "layer")
   *_, state = _gmp_run((2,), 2, gmp, 4)
   kept = {p: int(np.sum(m)) for p, m in tree.flatten(state.masks).items()}
   assert kept == {"fc1/dense/kernel": 1, "head/dense/kernel": 1}  # 6·2·0.05 → 1; 4·0.05 → 1
 
 
-def test_stages_give_every_method_the_alpha_runs_budget():
+def test_stages_give_every_method_the_alpha_runs_stages_and_budget():
   alphas = [0.6, 0.3, 0.0]
   blend = methods.stages("alpha_blend", alphas, 4, 2)
-  assert blend == [("prune", 0.6, 4), ("prune", 0.3, 4), ("prune", 0.0, 4), ("finetune", 0.0, 2)]
+  stage = methods.Stage
+  assert blend == [stage("prune", 0.6, 4), stage("prune", 0.3, 4), stage("prune", 0.0, 4),
+                   stage("finetune", 0.0, 2)]
   assert methods.stages("soft", alphas, 4, 2) == blend
-  for method in set(METHODS) - set(methods.STAGED):
-    assert methods.stages(method, alphas, 4, 2) == [("prune", 0.0, 12), ("finetune", 0.0, 2)]
-  assert methods.stages("gmp", alphas, 4, 0) == [("prune", 0.0, 12)]
+  equal = [stage("prune", 0.0, 4)] * 3 + [stage("finetune", 0.0, 2)]  # the same boundaries
+  for method in set(METHODS) - set(methods.STAGED) - {"imp"}:
+    assert methods.stages(method, alphas, 4, 2) == equal
+    assert methods.stages(method, alphas, 4, 2, "merged") == [stage("prune", 0.0, 12),
+                                                               stage("finetune", 0.0, 2)]
+  assert methods.stages("gmp", alphas, 4, 0) == equal[:3]
+
+
+def test_imp_prunes_the_same_fraction_of_what_is_left_each_round():
+  stages = methods.stages("imp", [0.75, 0.5, 0.25, 0.0], 2, 1, keep_ratio=0.1)
+  assert [stage.max_epochs for stage in stages] == [2, 2, 2, 2, 1]
+  np.testing.assert_allclose([stage.prune_to for stage in stages[:4]],
+                             [0.1 ** 0.25, 0.1 ** 0.5, 0.1 ** 0.75, 0.1])
+  assert stages[4].prune_to is None  # fine-tuning prunes nothing
+  two = methods.stages("imp", [0.75, 0.5, 0.25, 0.0], 2, 0, keep_ratio=0.1, imp_rounds=2)
+  assert [stage.prune_to for stage in two] == [pytest.approx(0.1 ** 0.5), None, 0.1, None]
 
 
 def test_one_shot_starts_from_exactly_the_masked_teacher(runs):

@@ -124,8 +124,8 @@ def test_compare_runs_on_a_user_nnx_model(tmp_path):
                        f"--config.data.data_dir={tmp_path}/tfds", "--config.data.manual_dir="])
   seed = tmp_path / "keep_0.35" / "seed_0"
   assert code == 0, (seed / "one_shot.log").read_text()[-2000:]
-  stats = json.loads((tmp_path / "compare.json").read_text())
-  assert {s["method"] for s in stats} == {"alpha_blend", "one_shot"}
+  grid = json.loads((tmp_path / "compare.json").read_text())
+  assert {entry["method"] for entry in grid["entries"]} == {"alpha_blend", "one_shot"}
   summaries = {m: json.loads((seed / m / "summary.json").read_text())
                for m in ("alpha_blend", "one_shot")}
   assert {s["model"] for s in summaries.values()} == {f"{USER}:NNXNet"}

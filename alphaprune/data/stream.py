@@ -216,7 +216,7 @@ class StreamPipeline:
 
   def evaluate_with(self, split: str, variables, alpha, aux: dict,
                     cfg: steps.StepConfig) -> dict:
-    totals = jax.device_put(np.zeros(3, np.float32), devices.replicated(cfg.mesh))
+    totals = jax.device_put(np.zeros(steps.TOTALS, np.float32), devices.replicated(cfg.mesh))
     for batch in self.eval_batches(split):
       totals = steps.add_batch_totals(totals, variables, alpha, batch, aux, cfg)
     return steps.metrics_of(totals)
