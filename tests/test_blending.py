@@ -173,3 +173,48 @@ def test_soft_kernel_is_the_blend_with_teacher_and_student_tied():
     np.testing.assert_allclose(got, (mask + alpha * (1 - mask)) * w["fc"]["kernel"], rtol=1e-6)
     tied = blend.blend(alpha, w, w, m, shared)["fc"]["kernel"]
     np.testing.assert_allclose(got, tied, rtol=1e-6, atol=1e-7)
+
+
+def test_each_branch_has_its_own_bias_blended_like_its_kernel():
+  """init_params (layer form): the teacher's branch is each layer's kernel and bias, the
+  student's its masked kernel and its own bias, starting as a copy of the teacher's; the
+  blend is α·(x W_t + b_t) + (1−α)·(x M⊙W_s + b_s) per layer."""
+  model = TinyMLP()
+  x = jax.random.normal(jax.random.key(0), (7, 10))
+  variables = model.init(jax.random.key(1), x)
+  masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.4, criterion="random",
+                                  key=jax.random.key(2))
+  params, _, _ = blend.init_params("layer", jax.random.key(3), variables, masks)
+  assert set(tree.flatten(params["teacher"])) == set(tree.flatten(params["student"])) == {
+      "fc1/kernel", "fc1/bias", "out/kernel", "out/bias"}
+  assert params["shared"] == {}
+  for name in ("fc1", "out"):
+    np.testing.assert_array_equal(params["student"][name]["bias"], params["teacher"][name]["bias"])
+  student = jax.tree.map(lambda v: v + 0.5, params["student"])  # biases apart, as trained
+  t, s = params["teacher"], student
+  for alpha in (0.0, 0.4, 1.0):
+    def layer(name, h):
+      return (alpha * (h @ t[name]["kernel"] + t[name]["bias"]) + (1 - alpha) * (
+          h @ (s[name]["kernel"] * masks[name]["kernel"]) + s[name]["bias"]))
+    want = layer("out", jax.nn.relu(layer("fc1", x)))
+    got = model.apply({"params": blend.blend(alpha, t, s, masks, {})}, x)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_he_sparse_starts_a_masked_layer_at_a_dense_he_layers_output_variance():
+  """With unit-variance inputs a dense He layer's outputs have variance 2 (fan-in × 2/fan-in);
+  masked to 10%, He-normal gives 0.2, He scaled to each unit's kept fan-in gives 2 again."""
+  fan_in, units, keep = 1000, 400, 0.1
+  rng = np.random.default_rng(0)
+  mask = {"d": {"kernel": jnp.asarray(rng.random((fan_in, units)) < keep)}}
+  dense_mask = {"d": {"kernel": jnp.ones((fan_in, units), bool)}}
+  zeros = {"d": {"kernel": jnp.zeros((fan_in, units))}}
+  x = jnp.asarray(rng.normal(size=(4000, fan_in)), jnp.float32)
+  variance = lambda init, m: float(jnp.var(x @ blend.init_student(
+      jax.random.key(1), zeros, m, init)["d"]["kernel"]))
+  dense = variance("he_normal", dense_mask)
+  assert dense == pytest.approx(2.0, rel=0.05)
+  assert variance("he_normal", mask) == pytest.approx(keep * dense, rel=0.1)
+  assert variance("he_sparse", mask) == pytest.approx(dense, rel=0.05)
+  sparse = blend.init_student(jax.random.key(1), zeros, mask, "he_sparse")["d"]["kernel"]
+  assert np.all(np.asarray(sparse)[~np.asarray(mask["d"]["kernel"])] == 0)

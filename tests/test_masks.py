@@ -170,3 +170,37 @@ def test_param_counts():
   counts = masks_lib.param_counts(params, masks)
   assert counts == {"prunable_params": 20, "kept_prunable_params": 7,
                     "params_total_before": 25, "params_total_after": 12}
+
+
+def test_erk_densities_by_hand():
+  """Dense (4, 6) and conv (3, 3, 2, 4): Erdős–Rényi-Kernel scales (4+6)/24 and 12/72."""
+  shapes = {"a": (4, 6), "b": (3, 3, 2, 4)}
+  half = masks_lib.erk_densities(shapes, 0.5)  # scale 48 / (10 + 12)
+  assert half == pytest.approx({"a": 480 / 528, "b": 576 / 1584})
+  assert masks_lib.keep_counts(shapes, 0.5, "erk") == {"a": 22, "b": 26}
+  # At 0.8 the dense kernel would pass density 1: it is kept whole, the conv gets the rest.
+  assert masks_lib.erk_densities(shapes, 0.8) == pytest.approx({"a": 1.0, "b": 52.8 / 72})
+  assert masks_lib.keep_counts(shapes, 0.8, "erk") == {"a": 24, "b": 53}
+  rng = np.random.default_rng(0)
+  params = {"a": {"kernel": rng.normal(size=(4, 6))}, "b": {"kernel": rng.normal(size=(3, 3, 2, 4))}}
+  masks = masks_lib.compute_masks(params, keep_ratio=0.5, scope="erk")
+  assert {k: int(v["kernel"].sum()) for k, v in masks.items()} == {"a": 22, "b": 26}
+
+
+def test_lamp_scores_and_masks_by_hand():
+  """LAMP: w² over the sum of w² of itself and every larger weight of its kernel."""
+  np.testing.assert_allclose(masks_lib.lamp_scores(np.array([1.0, 2.0, 3.0])),
+                             [1 / 14, 4 / 13, 1.0])
+  a, b = np.array([[1.0, 2.0, 3.0]]), np.array([[10.0, 9.0, 8.0, 0.5]])
+  np.testing.assert_allclose(masks_lib.lamp_scores(b[0]), [1.0, 81 / 181, 64 / 245, 0.25 / 245.25])
+  params = {"a": {"kernel": a}, "b": {"kernel": b}}
+  lamp = masks_lib.compute_masks(params, keep_ratio=3 / 7, scope="lamp")
+  # Scores 1 (b's 10), 1 (a's 3), then b's 9 (81/181 > a's 4/13): a keeps its largest weight
+  # by rank, not by the floor that a global magnitude ranking needs (10, 9, 8 from b).
+  assert lamp["a"]["kernel"].tolist() == [[False, False, True]]
+  assert lamp["b"]["kernel"].tolist() == [[True, True, False, False]]
+  magnitude = masks_lib.compute_masks(params, keep_ratio=3 / 7, scope="global")
+  assert magnitude["b"]["kernel"].tolist() == [[True, True, True, False]]
+  with pytest.raises(ValueError, match="criterion"):
+    masks_lib.compute_masks(params, keep_ratio=0.5, scope="lamp", criterion="random",
+                            key=jax.random.key(0))

@@ -35,14 +35,21 @@ def _run(config, workdir):
     return train.run(config, str(workdir))
 
 
+# Stages of 3 epochs with patience 1 and an improvement no epoch can make: the plateau rule
+# cuts the rate after the second epoch of every stage, so the rate's trace shows each reset.
+PLATEAU = {"train.max_epochs_per_stage": 3, "train.plateau.patience": 1,
+           "train.plateau.min_delta": 100.0, "train.plateau.factor": 0.5}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("methods")
-  out = {"alpha_blend": _run(_config(root, "alpha_blend"), root / "alpha_blend")}
+  out = {"alpha_blend": _run(_config(root, "alpha_blend", **PLATEAU), root / "alpha_blend")}
   teacher = str(root / "alpha_blend" / "teacher")
   for method in METHODS[1:]:
-    out[method] = _run(_config(root, method, **{"teacher.checkpoint": teacher,
-                                                "checkpoint.keep": 100}), root / method)
+    out[method] = _run(_config(root, method, **PLATEAU, **{"teacher.checkpoint": teacher,
+                                                          "checkpoint.keep": 100}),
+                       root / method)
   return root, out
 
 
@@ -65,8 +72,24 @@ def test_every_method_meets_the_keep_ratio_with_a_complete_summary(runs):
 def test_all_methods_get_the_same_epoch_budget_and_teacher(runs):
   _, summaries = runs
   assert len({s["epochs_total"] for s in summaries.values()}) == 1
-  assert summaries["gmp"]["epochs_total"] == 2 * 2 + 1  # 2 stages × 2 epochs + 1 fine-tuning
+  assert summaries["gmp"]["epochs_total"] == 2 * 3 + 1  # 2 stages × 3 epochs + 1 fine-tuning
   assert len({s["teacher_test_accuracy"] for s in summaries.values()}) == 1
+
+
+def test_every_method_walks_the_alpha_runs_stages_with_its_learning_rate(runs):
+  """The same stage boundaries, the rate reset at each and cut by the plateau rule inside:
+  every method's trace of (phase, stage, learning rate) per epoch is alpha_blend's."""
+  root, _ = runs
+  traces = {}
+  for method in METHODS:
+    with open(root / method / "metrics.jsonl") as f:
+      records = [json.loads(line) for line in f]
+    traces[method] = [(r["phase"], r["stage"], r["lr"]) for r in records
+                      if r["phase"] != "pretrain"]
+  assert [lr for _, _, lr in traces["alpha_blend"]] == pytest.approx(
+      [1e-3, 1e-3, 5e-4, 1e-3, 1e-3, 5e-4, 1e-3])
+  for method, trace in traces.items():
+    assert trace == traces["alpha_blend"], method
 
 
 def _gmp_run(hidden, classes, gmp, steps_taken):
@@ -154,14 +177,14 @@ def test_one_shot_starts_from_exactly_the_masked_teacher(runs):
   assert first["params"]["teacher"] == {}
 
 
-def test_scratch_never_reads_the_teacher_weights(runs, tmp_path):
+def test_scratch_reads_the_teacher_only_through_its_mask(runs, tmp_path):
   root, summaries = runs
   teacher, meta = checkpoint.load_model(str(root / "alpha_blend" / "teacher"))
   # Twice the teacher: different weights, same magnitude order, hence the same masks.
   doubled = jax.tree.map(lambda v: np.asarray(v) * 2, teacher)
   checkpoint.save_model(str(tmp_path / "doubled"), doubled, meta)
-  again = _run(_config(root, "scratch", **{"teacher.checkpoint": str(tmp_path / "doubled")}),
-               tmp_path / "scratch")
+  again = _run(_config(root, "scratch", **PLATEAU,
+                       **{"teacher.checkpoint": str(tmp_path / "doubled")}), tmp_path / "scratch")
   a, _ = checkpoint.load_model(str(root / "scratch" / "export"))
   b, _ = checkpoint.load_model(str(tmp_path / "scratch" / "export"))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -194,3 +217,22 @@ def test_soft_starts_as_the_teacher_and_trains_its_pruned_weights(runs):
     np.testing.assert_array_equal(tree.flatten(final["params"])[path],
                                   tree.flatten(last["params"]["student"])[path] * mask)
   assert summaries["soft"]["alphas"] == summaries["alpha_blend"]["alphas"]
+
+
+@pytest.mark.parametrize("scope", ["layer", "global", "erk", "lamp"])
+def test_gmp_allocates_its_final_masks_as_the_fixed_masks_do(scope):
+  """At its last update, gmp inside the step keeps what `compute_masks` keeps from the same
+  weights with the same scope (two updates: dense, then the keep ratio)."""
+  rng = np.random.default_rng(1)
+  student = {"a": {"kernel": jnp.asarray(rng.normal(size=(30, 20)), jnp.float32)},
+             "b": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 4, 5)) * 0.3, jnp.float32)},
+             "c": {"kernel": jnp.asarray(rng.normal(size=(20, 3)) * 3.0, jnp.float32)}}
+  shapes = {f"{name}/kernel": tuple(v["kernel"].shape) for name, v in student.items()}
+  ones = jax.tree.map(lambda w: jnp.ones(w.shape, bool), student)
+  gmp = methods.gmp_settings(1, 1.0, 0.0, 0.2, 1, shapes, scope)
+  got = jax.jit(methods.gmp_masks, static_argnums=3)(student, ones, jnp.int32(1), gmp)
+  want = masks_lib.compute_masks(jax.tree.map(np.asarray, student), keep_ratio=0.2, scope=scope)
+  for path, mask in tree.flatten(want).items():
+    np.testing.assert_array_equal(np.asarray(tree.flatten(got)[path]), mask, err_msg=path)
+  first = jax.jit(methods.gmp_masks, static_argnums=3)(student, ones, jnp.int32(0), gmp)
+  assert all(np.asarray(m).all() for m in jax.tree.leaves(first))  # update 0: sparsity 0

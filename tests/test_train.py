@@ -97,6 +97,29 @@ def test_end_to_end_summary_metrics_and_export(finished):
   assert os.listdir(workdir / "tensorboard")
 
 
+def _last_prune_state(workdir):
+  checkpoints = checkpoint.RunCheckpoints(str(workdir / "checkpoints" / "prune"))
+  state, _ = checkpoints.restore(checkpoints.steps()[-1], None)
+  checkpoints.close()
+  return state
+
+
+def test_a_frozen_teacher_ends_the_prune_phase_bit_for_bit_as_it_began(finished):
+  """Every leaf of the teacher's branch (kernels and biases) after the last epoch equals the
+  pretrained teacher's; the student trained its own biases."""
+  workdir, _, _ = finished
+  teacher, _ = checkpoint.load_model(str(workdir / "teacher"))
+  state = _last_prune_state(workdir)
+  assert int(state["epoch"]) == 5
+  flat_teacher = tree.flatten(teacher["params"])
+  branch = tree.flatten(state["params"]["teacher"])
+  assert set(branch) == set(flat_teacher)  # the MLP: nothing but kernels and biases
+  for path, value in branch.items():
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_teacher[path]), err_msg=path)
+  student = tree.flatten(state["params"]["student"])
+  assert not np.array_equal(student["fc1/dense/bias"], flat_teacher["fc1/dense/bias"])
+
+
 def test_report_of_a_finished_run_draws_its_metrics(finished):
   from alphaprune import report
   workdir, _, summary = finished
@@ -266,14 +289,35 @@ def test_other_losses_run_end_to_end(tmp_path, overrides):
 
 
 def test_block_form_and_augmented_cifar(tmp_path):
+  """The block form on CIFAR: pad-crop-flip on the device (the same run without it trains
+  differently from its first step), the teacher's logits per step, and a frozen teacher
+  whose whole units, batch-norm statistics included, end as they began."""
   import reference  # noqa: E402 (configs/ is on the path)
   config = reference.get_config("smoke")
   config.data.update(data_dir=str(tmp_path / "tfds"), name="cifar10", manual_dir="")
   config.blend.form = "block"
   config.loss.kind = "regression"  # teacher logits per step, since CIFAR is augmented
-  summary = run_mock(config, tmp_path, examples=40)
+  summary = run_mock(config, tmp_path / "augmented", examples=40)
   assert summary["blend_form"] == "block"
   assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
+  config.data.augment = "none"
+  run_mock(config, tmp_path / "plain", examples=40)
+  augmented, plain = read_metrics(tmp_path / "augmented"), read_metrics(tmp_path / "plain")
+  assert len(augmented) == len(plain)
+  for phase in ("pretrain", "prune"):  # the same seed and order: only augmentation differs
+    first = next(i for i, m in enumerate(plain) if m["phase"] == phase)
+    assert augmented[first]["train_loss"] != plain[first]["train_loss"], phase
+  # The frozen teacher's units: parameters and batch statistics as pretrained.
+  teacher, _ = checkpoint.load_model(str(tmp_path / "augmented" / "teacher"))
+  state = _last_prune_state(tmp_path / "augmented")
+  for collection, tree_ in (("params", state["params"]["teacher"]),
+                            ("batch_stats", state["model_state"]["batch_stats"])):
+    flat = tree.flatten(teacher[collection])
+    branch = {p.replace("/teacher/", "/", 1): v for p, v in tree.flatten(tree_).items()
+              if "/teacher/" in p}
+    assert branch and set(branch) == set(flat), collection
+    for path, value in branch.items():
+      np.testing.assert_array_equal(np.asarray(value), np.asarray(flat[path]), err_msg=path)
 
 
 # ResNet only: its residual channel groups are the hard case; VGG's compact export has its
