@@ -96,13 +96,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.prune = dict(keep_ratio=0.35, criterion="magnitude", scope="layer",
                  structure="unstructured", n=2, m=4, include=masks.DEFAULT_INCLUDE,
                  exclude=(), init="he_normal")
-  c.blend = dict(form="layer")
+  # rescale_student_grad: scale the student's gradient by min(1 / (1 − α), rescale_cap),
+  # undoing the layer form's (1 − α) factor (which Adam normalises away and SGD does not).
+  c.blend = dict(form="layer", rescale_student_grad=False, rescale_cap=20.0)
   c.schedule = dict(kind="exponential", rate=0.05, alpha_min=0.05, num_stages=10, alphas=())
   # baseline_stages: "equal" (every method walks the α-run's stages, the rate reset at each)
   # or "merged" (the baselines train one stage of the same epochs).
   c.train = dict(optimizer="sgd", learning_rate=1e-3, momentum=0.9, max_epochs_per_stage=350,
                  advance_after_cuts=0, finetune_epochs=0, reset_momentum=False,
                  baseline_stages="equal",
+                 log_student_norms=False,  # the student's mean gradient and update norms
                  plateau=dict(factor=0.1, patience=10, cooldown=0, min_delta=1e-4, min_lr=0.0))
   c.loss = dict(kind="classification", target="teacher", reduction="mean", temperature=4.0,
                 distill_weight=0.5)
@@ -229,6 +232,9 @@ def _check_pruning(c, device_count):
     raise ConfigError(f"prune.n={p.n}, prune.m={p.m}: need integers 0 < n < m (e.g. 2:4)")
   _choice(p.init, blending.STUDENT_INITS, "prune.init")
   _choice(c.blend.form, models.BLEND_FORMS, "blend.form")
+  if not c.blend.rescale_cap >= 1:
+    raise ConfigError(f"blend.rescale_cap={c.blend.rescale_cap} must be >= 1 (the most the "
+                      "student's gradient is scaled up)")
   _positive(c.gmp.update_every, "gmp.update_every", integer=True)
   if not 0 < c.gmp.prune_fraction <= 1 or not 0 <= c.gmp.initial_sparsity < 1 - p.keep_ratio + 1e-9:
     raise ConfigError("gmp.prune_fraction must be in (0, 1] and gmp.initial_sparsity in "

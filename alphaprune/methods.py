@@ -45,17 +45,17 @@ RANDOM_MASKS = "_random"  # a method name's suffix: the method with random masks
 BASELINE_STAGES = ("equal", "merged")
 # Settings a method does not use, and the one value it accepts for each (anything else
 # would label a run with a setting that was never applied).
+_TEACHERLESS = {"teacher.trainable": False, "blend.form": "layer",
+                "blend.rescale_student_grad": False}
+_FROM_TEACHER = {**_TEACHERLESS, "prune.init": "he_normal"}
 UNUSED = {
-    "soft": {"prune.init": "he_normal", "teacher.trainable": False, "blend.form": "layer"},
-    "one_shot": {"prune.init": "he_normal", "teacher.trainable": False, "blend.form": "layer"},
-    "scratch": {"teacher.trainable": False, "blend.form": "layer"},
-    "distill": {"teacher.trainable": False, "blend.form": "layer"},
-    "gmp": {"prune.init": "he_normal", "teacher.trainable": False, "blend.form": "layer",
-            "prune.criterion": "magnitude", "prune.structure": "unstructured"},
-    "imp": {"prune.init": "he_normal", "teacher.trainable": False, "blend.form": "layer",
-            "prune.criterion": "magnitude", "prune.structure": "unstructured"},
+    "soft": _FROM_TEACHER,
+    "one_shot": _FROM_TEACHER,
+    "scratch": _TEACHERLESS,
+    "distill": _TEACHERLESS,
+    "gmp": {**_FROM_TEACHER, "prune.criterion": "magnitude", "prune.structure": "unstructured"},
+    "imp": {**_FROM_TEACHER, "prune.criterion": "magnitude", "prune.structure": "unstructured"},
 }
-
 
 class Stage(NamedTuple):
   """One stretch of training at a fixed α, the learning rate reset at its start."""

@@ -61,6 +61,10 @@ class StepConfig:
   eval_batch_size: int = 1000
   teacher_model: nn.Module | None = None  # the frozen teacher, for per-step targets
   gmp: methods.GmpSettings | None = None  # masks follow the weights (method=gmp)
+  # > 0: the student's gradient is scaled by min(1 / (1 − α), this cap), undoing the layer
+  # form's (1 − α) (blend.rescale_student_grad); 0: as the two-branch network gives it.
+  student_grad_cap: float = 0.0
+  track_student: bool = False  # metrics of the student's gradient and update norms
 
 
 def init_state(params, model_state, masks, tx, seed) -> TrainState:
@@ -118,10 +122,16 @@ def train_step(state: TrainState, batch: dict, aux: dict,
 
   (loss, (logits, new_model_state, per_logit)), grads = jax.value_and_grad(
       loss_of, has_aux=True)(state.params)
+  if cfg.student_grad_cap:
+    scale = jnp.minimum(1.0 / (1.0 - state.alpha), cfg.student_grad_cap)
+    grads = {**grads, "student": jax.tree.map(lambda g: g * scale, grads["student"])}
   updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params, masks=state.masks)
   metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
   if per_logit is not None:
     metrics["per_logit"] = jnp.mean(per_logit, 0)
+  if cfg.track_student:
+    metrics["student_grad_norm"] = optax.global_norm(grads["student"])
+    metrics["student_update_norm"] = optax.global_norm(updates["student"])
   params, masks = optax.apply_updates(state.params, updates), state.masks
   if cfg.gmp is not None:  # gradual magnitude pruning: the masks follow the trained weights
     masks = methods.gmp_masks(params["student"], masks, state.step, cfg.gmp)

@@ -318,7 +318,10 @@ def prune_phase(ctx: Context, teacher, masks,
                             "block" if parametrisation == "block" else "layer",
                             freeze_teacher=not config.teacher.trainable)
   cfg = step_config(ctx, model, parametrisation=parametrisation, loss=run_loss(config),
-                    tx=opt.tx, teacher_model=ctx.plain, gmp=gmp)
+                    tx=opt.tx, teacher_model=ctx.plain, gmp=gmp,
+                    student_grad_cap=(config.blend.rescale_cap
+                                      if config.blend.rescale_student_grad else 0.0),
+                    track_student=config.train.log_student_norms)
   return make_phase(ctx, "prune", cfg, opt, stages, teacher), state, stages
 
 
@@ -448,6 +451,9 @@ def train_one_epoch(state, stage: methods.Stage, index: int, phase: Phase, histo
             "seconds": time.time() - t0, "stage_end": stage_end}
   if "per_logit" in train_m:
     record["train_per_logit_mse"] = [float(v) for v in np.asarray(train_m["per_logit"])]
+  for key in ("student_grad_norm", "student_update_norm"):  # train.log_student_norms
+    if key in train_m:
+      record[key] = float(train_m[key])
   return state, record
 
 

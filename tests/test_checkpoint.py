@@ -27,8 +27,13 @@ def test_unreadable_latest_falls_back_and_is_moved_aside(tmp_path):
   np.testing.assert_array_equal(restored["w"], [1.0, 1.0])
   assert ckpt.steps() == [0, 1]
   assert len(list((tmp_path / "c.unreadable").iterdir())) == 1
-  ckpt.save(2, {"w": jnp.zeros(2)}, {"history": []})  # the step can be written again
-  assert ckpt.restore_latest({"w": jnp.zeros(2)}) is not None
+  assert meta == {"history": [1]}
+  ckpt.save(2, {"w": jnp.full(2, 7.0)}, {"history": [2]})  # the step can be written again
+  step, restored, meta = ckpt.restore_latest({"w": jnp.zeros(2)})
+  assert (step, meta) == (2, {"history": [2]})
+  np.testing.assert_array_equal(restored["w"], [7.0, 7.0])
+  aside = next((tmp_path / "c.unreadable").iterdir())
+  assert aside.name.startswith("2-") and (aside / "meta" / "metadata").read_text() == "{not json"
 
 
 def test_save_and_load_a_standalone_model(tmp_path):

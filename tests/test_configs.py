@@ -44,7 +44,6 @@ def test_every_smoke_variant_runs_from_the_command_line(path, real_fashion_mnist
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["dataset"] == "fashion_mnist" and summary["train_epoch_compilations"] == 1
   assert summary["teacher_test_accuracy"] > 0.5  # real data: far above chance (0.1)
-  assert summary["wall_seconds"] < 120
 
 
 def test_the_imagenet_config_is_the_original_recipe_on_resnet_50():

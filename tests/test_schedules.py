@@ -29,4 +29,8 @@ def test_linear_cosine_explicit():
 
 def test_describe_lists_every_stage():
   text = schedules.describe([0.5, 0.25, 0.0])
-  assert "3 stages" in text and "0.250" in text
+  assert text == "α-schedule: 3 stages (after the teacher at α = 1): 0.500, 0.250, 0.000"
+  alphas = schedules.exponential(0.05, 0.05)
+  listed = schedules.describe(alphas).rsplit("): ", 1)[1].split(", ")
+  assert f"{len(alphas)} stages" in schedules.describe(alphas)
+  assert listed == [f"{alpha:.3f}" for alpha in alphas]  # every one, in order

@@ -41,3 +41,12 @@ def test_sweep_aggregates_skips_and_repeats_exactly(tmp_path, capsys):
   capsys.readouterr()
   assert _sweep(root, "0,2", tmp_path) == 0
   assert capsys.readouterr().out.count("finished already, skipped") == 2
+  # A seed run again from scratch repeats its run exactly: every epoch but the seconds.
+  again = tmp_path / "again"
+  assert _sweep(again, "2", tmp_path) == 0
+  strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                        for line in path.read_text().splitlines()]
+  assert strip(again / "seed_2" / "metrics.jsonl") == strip(root / "seed_2" / "metrics.jsonl")
+  first, second = (json.loads((folder / "seed_2" / "summary.json").read_text())
+                   for folder in (root, again))
+  assert first["pruned_test_accuracy"] == second["pruned_test_accuracy"]
