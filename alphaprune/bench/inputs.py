@@ -102,8 +102,6 @@ def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: i
   `stream_read_only_overhead_ratio` is the floor under it: the same epoch with Grain's
   reading threads doing nothing but read each batch's records from the ArrayRecord shards
   (no decoding, no worker processes)."""
-  import grain
-
   source = fashion_mnist(workdir)
   lenet = Setup({"name": "lenet5"}, (28, 28, 1), 128, 1)
   cfg = lenet.step_config(lenet.plain, "layer")
@@ -117,8 +115,7 @@ def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: i
   iterators = {name: pipeline.train_iterator(1, repeats + 1)
                for name, pipeline in pipelines.items()}
   reads = ReadOnly(first.train_batches(1), local)
-  iterators["read_only"] = iter(first.read_ahead(
-      grain.MapDataset.range(per_epoch * (repeats + 1)).map(reads)))
+  iterators["read_only"] = first.read_ahead_steps(reads, per_epoch * (repeats + 1))
   holders = {name: lenet.blended_state("layer") for name in ["bare", *iterators]}
   zeros = jax.tree.map(np.asarray, steps.zero_sums(holders["bare"], fixed, {}, cfg))
 

@@ -210,6 +210,13 @@ class StreamPipeline:
     dataset = grain.MapDataset.range(batches.steps_per_epoch * epochs).map(batches)
     return iter(self.read_ahead(dataset))
 
+  def read_ahead_steps(self, transform, count: int):
+    """An iterator over `transform(k)` for k < count, read ahead as the training batches
+    are (the bench's floor of the pipeline reads records with it and nothing else)."""
+    import grain
+
+    return iter(self.read_ahead(grain.MapDataset.range(count).map(transform)))
+
   def evaluate(self, split: str, variables, cfg: steps.StepConfig) -> dict:
     """{loss, accuracy, count} of a plain (unblended) network on `split`."""
     return self.evaluate_with(split, variables, None, {}, cfg)
