@@ -65,16 +65,27 @@ class Cell(NamedTuple):
     return tuple((k, v) for k, v in self.settings if k.startswith(TEACHER_KEYS))
 
 
+def split_method(entry: str) -> tuple[str, list[tuple[str, str]]]:
+  """An entry of --methods: METHOD, METHOD_random, or either followed by @KEY=VALUE settings
+  of its own (`alpha_blend@prune.init=copy`): (the method, [(key, value), ...])."""
+  name, *settings = entry.split("@")
+  pairs = [tuple(setting.split("=", 1)) for setting in settings]
+  if name.endswith(RANDOM):
+    name, pairs = name[:-len(RANDOM)], [("prune.criterion", "random"), *pairs]
+  return name, pairs
+
+
 def run_args(method: str) -> list[str]:
   """The config overrides of one entry of --methods."""
-  if method.endswith(RANDOM):
-    return [f"--config.method={method[:-len(RANDOM)]}", "--config.prune.criterion=random"]
-  return [f"--config.method={method}"]
+  name, settings = split_method(method)
+  return [f"--config.method={name}", *(f"--config.{key}={value}" for key, value in settings)]
 
 
-def valid_method(name: str) -> bool:
-  base = name[:-len(RANDOM)] if name.endswith(RANDOM) else name
-  return base in METHODS and not (name.endswith(RANDOM) and base in PRUNING)
+def valid_method(entry: str) -> bool:
+  name, settings = split_method(entry)
+  random = entry.split("@")[0].endswith(RANDOM)
+  return (name in METHODS and not (random and name in PRUNING)
+          and all(len(pair) == 2 and pair[0] for pair in settings))
 
 
 def parse_keep_ratios(text: str) -> list[float]:
@@ -216,6 +227,21 @@ def collect(root: str, cells, methods, seeds) -> tuple[dict, dict]:
   return values, curves
 
 
+def pair_entries(entries: list[dict], first: str, second: str, key: str) -> dict:
+  """{cell: paired difference first − second in `key`} over the seeds both have."""
+  by_cell: dict = {}
+  for entry in entries:
+    by_cell.setdefault(entry["cell"], {})[entry["method"]] = entry
+  out = {}
+  for cell, methods in by_cell.items():
+    if first in methods and second in methods:
+      a, b = methods[first]["per_seed"], methods[second]["per_seed"]
+      seeds = [seed for seed in a if seed in b]
+      if seeds:
+        out[cell] = paired([a[seed][key] - b[seed][key] for seed in seeds])
+  return out
+
+
 def paired(diffs: list[float]) -> dict:
   """Mean of paired per-seed differences and its 95% t-interval (None with one seed)."""
   import scipy.stats
@@ -308,6 +334,9 @@ def _parser() -> argparse.ArgumentParser:
                            "(small enough to commit: results/NAME)")
   parser.add_argument("--redraw", default=None,
                       help="re-draw the tables and figures of a kept grid from its compare.json")
+  parser.add_argument("--pair", default=None,
+                      help="with --redraw: print the paired differences A − B of two of the "
+                           "grid's methods per cell (--pair=A,B)")
   parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                       help=f"of {', '.join(METHODS)}; NAME_random: NAME with random masks")
   parser.add_argument("--keep-ratios", default=None,
@@ -330,7 +359,8 @@ def _parse(argv):
       o for o in overrides if not o.startswith("--config.")]
   if bad:
     raise ValueError(f"{', '.join(bad)}: methods are {', '.join(METHODS)} (NAME_random for "
-                     "random masks, not gmp or imp) and overrides --config.KEY=VALUE")
+                     "random masks, not gmp or imp; NAME@KEY=VALUE for a setting of its own) "
+                     "and overrides --config.KEY=VALUE")
   given_teacher = any(o.startswith("--config.teacher.checkpoint=") for o in overrides)
   if "alpha_blend" not in methods and not given_teacher:
     raise ValueError("--methods needs alpha_blend (it pretrains the shared teacher), or give "
@@ -364,9 +394,15 @@ def check_runs(config: str, cells, seeds, methods, overrides) -> None:
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
-    if _parser().parse_known_args(argv)[0].redraw:
-      grid = redraw(_parser().parse_known_args(argv)[0].redraw)
-      print(f"redrew {len(grid['entries'])} entries")
+    known = _parser().parse_known_args(argv)[0]
+    if known.redraw:
+      grid = redraw(known.redraw)
+      if known.pair:
+        from alphaprune import report
+        first, second = known.pair.rsplit(",", 1)
+        print(report.pair_table(grid["entries"], first, second))
+      else:
+        print(f"redrew {len(grid['entries'])} entries")
       return 0
     args, overrides, methods, seeds, cells = _parse(argv)
     check_runs(args.config, cells, seeds, methods, overrides)

@@ -367,8 +367,14 @@ def make_model(model_config: Any, num_classes: int, blend_form: str = "layer",
     return usermodels.make(name, num_classes, dict(cfg.get("kwargs") or {}))
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-  fields = {f.name for f in dataclasses.fields(MODELS[name])}
-  kwargs = {k: (tuple(v) if isinstance(v, list) else v)
-            for k, v in cfg.items() if k in fields}
+  fields = {f.name for f in dataclasses.fields(MODELS[name])} - {"parent", "name"}
+  extra = dict(cfg.get("kwargs") or {})  # the model's other fields (e.g. cnn's channels)
+  unknown = sorted(set(extra) - fields)
+  if unknown:
+    raise ValueError(f"model.kwargs has {unknown[0]!r}, which model {name} does not take; its "
+                     f"fields are {sorted(fields - {'blend_form', 'freeze_teacher'})}")
+  chosen = {**extra, **{key: value for key, value in cfg.items() if key in fields}}
+  kwargs = {key: (tuple(value) if isinstance(value, list) else value)
+            for key, value in chosen.items()}
   return MODELS[name](num_classes=num_classes, blend_form=blend_form,
                       freeze_teacher=freeze_teacher, **kwargs)

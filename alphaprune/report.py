@@ -249,6 +249,45 @@ def settings_ranking(entries: list[dict]) -> str:
   return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def pair_table(entries: list[dict], first: str, second: str,
+               key: str = "pruned_test_accuracy") -> str:
+  """The paired per-seed differences first − second in `key`, per cell (compare --pair)."""
+  from alphaprune.compare import pair_entries
+  lines = [f"| cell | {first} − {second} ({key}) |", "| --- | --- |"]
+  lines += [f"| {cell} | {_interval(diff)} |"
+            for cell, diff in pair_entries(entries, first, second, key).items()]
+  return "\n".join(lines)
+
+
+def tuned_table(entries: list[dict]) -> str:
+  """Equal tuning effort: per keep ratio, each method at the setting of the grid with its
+  best mean validation accuracy, its test accuracy there, and the paired difference from
+  alpha_blend at alpha_blend's own best setting."""
+  best: dict = {}
+  for entry in entries:
+    if "pruned_val_accuracy" not in entry["stats"]:
+      return ""
+    key = (entry["keep_ratio"], entry["method"])
+    if (key not in best or entry["stats"]["pruned_val_accuracy"]["mean"]
+        > best[key]["stats"]["pruned_val_accuracy"]["mean"]):
+      best[key] = entry
+  lines = ["| keep | method | best setting (validation) | test acc. | Δ test acc. vs "
+           "alpha_blend at its best |", "| --- | --- | --- | --- | --- |"]
+  from alphaprune.compare import paired
+  for (keep, method), entry in best.items():
+    reference = best.get((keep, "alpha_blend"))
+    diff = None
+    if reference is not None and method != "alpha_blend":
+      seeds = [s for s in entry["per_seed"] if s in reference["per_seed"]]
+      diff = paired([entry["per_seed"][s]["pruned_test_accuracy"]
+                     - reference["per_seed"][s]["pruned_test_accuracy"] for s in seeds])
+    accuracy = entry["stats"]["pruned_test_accuracy"]
+    setting = ", ".join(f"{k}={v}" for k, v in entry["settings"].items())
+    lines.append(f"| {keep:g} | {method} | {setting} | {accuracy['mean']:.4f} ± "
+                 f"{accuracy['std']:.4f} | {_interval(diff)} |")
+  return "\n".join(lines)
+
+
 def grid_markdown(grid: dict) -> str:
   entries = grid["entries"]
   seeds = ", ".join(map(str, grid["seeds"]))
@@ -263,6 +302,8 @@ def grid_markdown(grid: dict) -> str:
   ranking = settings_ranking(entries)
   if ranking:
     parts.append("# Settings ranked by validation accuracy\n\n" + ranking)
+    parts.append("# Each method at its best setting (chosen on validation)\n\n"
+                 + tuned_table(entries))
   if grid.get("command"):
     made = f"Made by:\n\n```bash\n{grid['command']}\n```"
     if grid.get("code"):
@@ -297,7 +338,9 @@ def _pyplot():
 
 
 def _colour(method: str, index: int, by_method: bool) -> str:
-  base = method[:-len(RANDOM)] if method.endswith(RANDOM) else method
+  base = method.split("@")[0]
+  base = base[:-len(RANDOM)] if base.endswith(RANDOM) else base
+  by_method = by_method and "@" not in method
   return f"C{(METHODS.index(base) if by_method and base in METHODS else index) % 10}"
 
 
