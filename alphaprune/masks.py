@@ -2,9 +2,11 @@
 
 Masks are nested dicts of booleans over the prunable kernels only. Which
 parameters are prunable is decided by their paths and shapes, never by layer
-class, so user models work unchanged: by default every parameter with at least
-two dimensions (conv and dense kernels, embeddings; normalisation scales,
-biases and other vectors are 1-D), as jaxpruner does; or path regexes.
+class, so user models work unchanged: by default every `kernel` of two or more
+dimensions (the weights of Flax's Dense, Conv, DenseGeneral and Einsum, Linen and NNX
+alike), so that biases of any rank (a ViT's are heads × head dim), embeddings,
+position embeddings, class tokens and normalisation stay dense: they are few, and
+what a pruned network keeps dense in every method the field compares; or path regexes.
 All counting happens on the host (numpy): masks are chosen once per run.
 """
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from alphaprune import tree
 
-DEFAULT_INCLUDE = ()  # empty: every parameter with at least two dimensions
+DEFAULT_INCLUDE = ()  # empty: every `kernel` of at least two dimensions
 CRITERIA = ("magnitude", "random")
 # How the kept weights are allocated across kernels: the same fraction in every one
 # (`layer`), one ranking across all (`global`), Erdős–Rényi-Kernel densities (`erk`, Evci
@@ -29,12 +31,12 @@ STRUCTURES = ("unstructured", "filter", "n:m")
 
 def prunable_paths(params: Mapping[str, Any], include: Sequence[str] = DEFAULT_INCLUDE,
                    exclude: Sequence[str] = ()) -> list[str]:
-  """Paths (in the tree's order) matching any `include` regex (no regex: every parameter
-  with at least two dimensions) and no `exclude` regex."""
+  """Paths (in the tree's order) matching any `include` regex (no regex: every `kernel` of
+  at least two dimensions) and no `exclude` regex."""
   inc = [re.compile(p) for p in include]
   exc = [re.compile(p) for p in exclude]
   chosen = (lambda p, v: any(r.search(p) for r in inc)) if inc else (
-      lambda p, v: len(getattr(v, "shape", ())) >= 2)
+      lambda p, v: p.rpartition("/")[2] == "kernel" and len(getattr(v, "shape", ())) >= 2)
   return [p for p, v in tree.flatten(params).items()
           if chosen(p, v) and not any(r.search(p) for r in exc)]
 
@@ -205,7 +207,8 @@ def _filter(scores, kernels, keep_ratio, groups):
 
 
 def _uncoupled_groups(paths):
-  """Without a known topology every kernel is its own group with no consumer."""
+  """Without a known topology every kernel is its own group with no consumer (the kernels
+  left out, the logits', keep their outputs)."""
   return [([p], []) for p in paths]
 
 
@@ -213,7 +216,8 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
                   criterion: str = "magnitude", scope: str = "layer",
                   structure: str = "unstructured", n: int = 2, m: int = 4,
                   include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = (),
-                  groups=None, chain: Sequence[str] | None = None, key=None) -> dict[str, Any]:
+                  groups=None, chain: Sequence[str] | None = None, key=None,
+                  logits: Sequence[str] = ()) -> dict[str, Any]:
   """Boolean masks over the prunable kernels of `params` (nested, like params).
 
   For `filter` structure, `groups` ([(producer paths, consumer paths)], from
@@ -221,12 +225,13 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   order, each feeding the next) say which channels belong together: a pruned
   channel then also disappears from its consumers' inputs, so the masked
   model is exactly the smaller model an export cuts out. Without them (or if
-  a kernel they name is not prunable) only output channels are masked.
+  a kernel they name is not prunable) only output channels are masked, never those of
+  the `logits` kernels (the head's output axis is the classes).
   """
   paths = prunable_paths(params, include, exclude)
   if not paths:
     raise ValueError(f"no parameter matches prune.include={list(include)} (empty: every "
-                     f"parameter of two or more dimensions) and prune.exclude={list(exclude)}")
+                     f"kernel of two or more dimensions) and prune.exclude={list(exclude)}")
   flat = tree.flatten(params)
   if groups is None and chain is not None:
     groups = chain_groups(chain)
@@ -243,7 +248,8 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   elif structure == "n:m":
     masks = _n_m(scores, n, m)
   elif structure == "filter":
-    masks = _filter(scores, kernels, keep_ratio, groups or _uncoupled_groups(paths))
+    masks = _filter(scores, kernels, keep_ratio,
+                    groups or _uncoupled_groups([p for p in paths if p not in logits]))
   else:
     raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
   return tree.unflatten({p: np.asarray(masks[p], bool) for p in paths})

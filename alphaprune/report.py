@@ -1,4 +1,6 @@
-"""Plots and a markdown summary of a run: `python -m alphaprune.report --workdir=DIR`.
+"""Plots and a markdown summary of a run: `python -m alphaprune.report --workdir=DIR`; one
+figure of a kept grid: `python -m alphaprune.report --grid=results/NAME --select=KEY=VALUE
+--out=FILE.png`; and compare's tables and figures (`write_grid`).
 
 Figures (in DIR/report/): accuracy.png and loss.png (train and validation per
 epoch over the whole run, coloured by α, stage boundaries marked),
@@ -212,7 +214,7 @@ def details_table(entries: list[dict]) -> str:
   lines = ["| keep | method | test acc. | val. acc. | Δ test acc. vs alpha_blend | test NLL | "
            "Δ NLL | test ECE | Δ ECE | teacher test acc. | kept / total params | epochs | "
            "val ÷ train loss at the end | val loss above its best | wall s | seeds |",
-           "| --- |" * 16]
+           "|" + " --- |" * 16]
   for entry in entries:
     stats, diff = entry["stats"], entry["paired"]
     accuracy = stats["pruned_test_accuracy"]
@@ -385,12 +387,31 @@ def plot_curve(entries: list[dict], path: str) -> None:
   plt.close(fig)
 
 
-def plot_paired(entries: list[dict], path: str) -> None:
+def plot_paired(entries: list[dict], path: str, panels: str | None = None) -> None:
   """Each method's paired difference from alpha_blend in test accuracy against the fraction
-  kept, with its 95% t-interval: above zero, the method beats alpha_blend."""
+  kept, with its 95% t-interval: above zero, the method beats alpha_blend. `panels`: a
+  setting of the grid drawn one panel a value."""
   plt = _pyplot()
+  values = list(dict.fromkeys(str(e["settings"].get(panels)) for e in entries)) if panels else [None]
+  fig, axes = plt.subplots(1, len(values), figsize=(7 * len(values), 4.8), squeeze=False,
+                           sharey=True)
+  for ax, value in zip(axes[0], values):
+    chosen = [e for e in entries if value is None or str(e["settings"].get(panels)) == value]
+    if panels:
+      chosen = [{**e, "settings": {k: v for k, v in e["settings"].items() if k != panels}}
+                for e in chosen]
+    _paired_axes(ax, chosen)
+    ax.set_title(f"{panels}={value}" if panels else
+                 "above zero: the method beats alpha_blend on the same teacher and masks",
+                 fontsize=10)
+  axes[0][0].set_ylabel("test accuracy − alpha_blend's, paired by seed (95% t-interval)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _paired_axes(ax, entries: list[dict]) -> None:
   _, rows = _by_row(entries)
-  fig, ax = plt.subplots(figsize=(8, 5))
   ax.axhline(0.0, color="k", lw=1, label="alpha_blend")
   by_method = not any(entry["settings"] for entry in entries)
   rows = [r for r in rows.values() if next(iter(r.values()))["method"] != "alpha_blend"]
@@ -408,13 +429,8 @@ def plot_paired(entries: list[dict], path: str) -> None:
                 ls=":" if row[0]["method"].endswith(RANDOM) else "-",
                 color=_colour(row[0]["method"], index + 1, by_method), label=_label(row[0]))
   _keep_axis(ax, entries)
-  ax.set_ylabel("test accuracy − alpha_blend's, paired by seed (95% t-interval)")
-  ax.set_title("above zero: the method beats alpha_blend on the same teacher and masks")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="best")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_losses(histories: dict, path: str, method: str = "alpha_blend") -> bool:
@@ -471,13 +487,50 @@ def plot_epochs(entries: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def figure_of_grid(folder: str, out: str, select: dict, kind: str = "curve",
+                   methods: list[str] | None = None, panels: str | None = None) -> int:
+  """One figure of a kept grid (its compare.json), of the entries whose settings match
+  `select` (and whose method is among `methods`): the accuracy curve, or the paired
+  differences (one panel per value of the setting `panels`). Returns how many were drawn."""
+  with open(os.path.join(folder, "compare.json")) as f:
+    entries = [entry for entry in json.load(f)["entries"]
+               if all(str(entry["settings"].get(key)) == value for key, value in select.items())
+               and (not methods or entry["method"] in methods)]
+  if not entries:
+    raise ValueError(f"no entry of {folder}/compare.json has the settings {select}")
+  for entry in entries:  # one setting: the legend need not repeat it
+    entry["settings"] = {k: v for k, v in entry["settings"].items() if k not in select}
+  if kind == "curve":
+    plot_curve(entries, out)
+  else:
+    plot_paired(entries, out, panels)
+  return len(entries)
+
+
 def main(argv=None):
   import argparse
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--workdir", help="a run: redraw its report/")
+  parser.add_argument("--grid", help="a kept grid (results/NAME): draw one of its figures")
+  parser.add_argument("--select", default="", help="with --grid: KEY=VALUE,... of its settings")
+  parser.add_argument("--kind", default="curve", choices=("curve", "paired"))
+  parser.add_argument("--methods", default="", help="with --grid: only these methods")
+  parser.add_argument("--panels", default=None, help="with --kind=paired: a panel per value "
+                                                      "of this setting")
+  parser.add_argument("--out", help="with --grid: the PNG to write")
   args = parser.parse_args(argv)
-  if not os.path.exists(os.path.join(args.workdir, "metrics.jsonl")):
-    print(f"error: {args.workdir} has no metrics.jsonl; give the workdir of a run",
+  if args.grid:
+    select = dict(item.split("=", 1) for item in args.select.split(",") if item)
+    try:
+      count = figure_of_grid(args.grid, args.out, select, args.kind,
+                             [m for m in args.methods.split(",") if m], args.panels)
+    except (OSError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(f"{args.out}: {count} entries")
+    return
+  if not args.workdir or not os.path.exists(os.path.join(args.workdir, "metrics.jsonl")):
+    print(f"error: {args.workdir} has no metrics.jsonl; give the workdir of a run (or --grid)",
           file=sys.stderr)
     sys.exit(2)
   for p in write_report(args.workdir):

@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from alphaprune import blending, checkpoint, devices, export, losses, masks as masks_lib
-from alphaprune import methods, models, preemption, rngs, schedules, steps, tree
+from alphaprune import methods, models, preemption, rngs, schedules, steps, tree, usermodels
 from alphaprune import workdir as workdir_lib
 from alphaprune import optimizer as opt_lib
 from alphaprune import data
@@ -98,10 +98,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     teacher, history, pretrained = teacher_variables(ctx)
     pretrain_seconds = time.time() - t_teacher if pretrained else 0.0
     teacher_acc = evaluate_teacher(ctx, teacher)
-    masks = choose_masks(config, teacher["params"], plain)
+    masks = choose_masks(config, teacher, plain, ctx.source)
     phase, state, stages = prune_phase(ctx, teacher, masks, alphas)
     state, history, partial = resume(phase, state, history)
-    with steps.count_compilations("train_epoch") as compiled:
+    with steps.count_compilations(*steps.TRAINING_PROGRAMS) as compiled:
       state, history = train_stages(state, stages, history, phase, partial)
     phase.inputs.close()
     phase.checkpoints.close()
@@ -128,9 +128,21 @@ def preflight(config, workdir) -> tuple[data.Source, str, models.nn.Module, list
                             image_size=data_cfg.image_size, augment=data_cfg.augment)
   kind = data_pipeline.choose(data_cfg.pipeline, source)
   check_pipeline(config, kind)
-  plain = models.make_model(config.model, source.num_classes)
+  plain = plain_model(config, source)
   check_teacher(config, plain, source.image_shape)
   return source, kind, plain, schedule_of(config)
+
+
+def plain_model(config, source: data.Source):
+  """The dense model the config names; a user's is built and traced abstractly first, every
+  broken convention a one-line ConfigError (usermodels.check)."""
+  try:
+    plain = models.make_model(config.model, source.num_classes)
+    if usermodels.is_user_model(config.model.name):
+      plain = usermodels.check(plain, config.model.name, source.image_shape, source.num_classes)
+  except usermodels.UserModelError as e:
+    raise ConfigError(str(e)) from None
+  return plain
 
 
 def plateau_notes(config) -> list[str]:
@@ -260,14 +272,21 @@ def evaluate_teacher(ctx: Context, teacher) -> dict:
 
 # ------------------------------------------------------------------ masks
 
-def choose_masks(config, teacher_params, plain) -> dict:
+def choose_masks(config, teacher, plain, source: data.Source) -> dict:
   """Fixed masks over the prunable kernels, chosen once from the teacher's weights."""
   prune = config.prune
+  teacher_params = teacher["params"]
+  groups, logits = None, ()
+  if prune.structure == "filter":
+    groups = plain.channel_groups()
+    if groups is None:  # a user's model: its head keeps every class
+      paths = masks_lib.prunable_paths(teacher_params, prune.include, prune.exclude)
+      logits = usermodels.logits_kernels(plain, teacher, source.image_shape, paths,
+                                         source.num_classes)
   masks = masks_lib.compute_masks(
       jax.device_get(teacher_params), keep_ratio=prune.keep_ratio, criterion=prune.criterion,
       scope=prune.scope, structure=prune.structure, n=prune.n, m=prune.m,
-      include=prune.include, exclude=prune.exclude,
-      groups=plain.channel_groups() if prune.structure == "filter" else None,
+      include=prune.include, exclude=prune.exclude, groups=groups, logits=logits,
       key=rngs.key(config.seed, rngs.MASKS))
   counts = masks_lib.param_counts(teacher_params, masks)
   for path, mask in tree.flatten(masks).items():
@@ -314,9 +333,8 @@ def prune_phase(ctx: Context, teacher, masks,
                           config.prune.keep_ratio, config.imp.rounds)
   gmp = (gmp_of(config, ctx.source.num_examples("train"), len(alphas), masks)
          if config.method == "gmp" else None)
-  model = models.make_model(config.model, ctx.source.num_classes,
-                            "block" if parametrisation == "block" else "layer",
-                            freeze_teacher=not config.teacher.trainable)
+  model = ctx.plain if parametrisation != "block" else models.make_model(
+      config.model, ctx.source.num_classes, "block", freeze_teacher=not config.teacher.trainable)
   cfg = step_config(ctx, model, parametrisation=parametrisation, loss=run_loss(config),
                     tx=opt.tx, teacher_model=ctx.plain, gmp=gmp,
                     student_grad_cap=(config.blend.rescale_cap

@@ -14,10 +14,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _blocks():
+  """[functional Linen, model file, functional NNX], found by what each holds."""
   with open(os.path.join(REPO, "README.md")) as f:
     blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
-  assert len(blocks) == 3  # functional Linen, model file, functional NNX
-  return blocks
+  assert len(blocks) == 3
+  model_file = next(b for b in blocks if "class MyNet" in b)
+  nnx_api = next(b for b in blocks if "nnx.split" in b)
+  linen_api = next(b for b in blocks if b not in (model_file, nnx_api))
+  return [linen_api, model_file, nnx_api]
 
 
 def _check_pruned(pruned_kernels, mask_kernels, accuracy):

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import subprocess
 import sys
 
 import jax
@@ -172,3 +174,80 @@ def test_an_nnx_model_with_a_list_of_layers_has_string_paths():
                   + doubled["params"]["layers"]["0"]["bias"])
   want = h @ doubled["params"]["layers"]["1"]["kernel"] + doubled["params"]["layers"]["1"]["bias"]
   np.testing.assert_allclose(jax.jit(model.apply)(doubled, x), want, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ models from the wild
+
+WILD = os.path.join(REPO, "tests", "wild")
+VIT_KWARGS = ("{'patches': {'size': [7, 7]}, 'transformer': {'num_layers': 1, 'mlp_dim': 32, "
+              "'num_heads': 2}, 'hidden_size': 16}")
+
+
+def _wild_cli(tmp_path, model, *extra, examples="60"):
+  """The smoke pipeline from the command line on TFDS mock data, the model named as a user
+  names it: its file and class, nothing wrapped."""
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
+       f"--config={REPO}/configs/fashion_mnist.py:smoke", f"--workdir={tmp_path / 'run'}",
+       f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.manual_dir=",
+       f"--config.model.name={model}", "--config.teacher.epochs=1",
+       "--config.train.max_epochs_per_stage=1", "--config.train.finetune_epochs=0", *extra],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MOCK_EXAMPLES": examples})
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("mnist_cnn.py:CNN", ()),  # no num_classes, __call__(x)
+    ("mnist_nnx.py:CNN", ()),  # NNX, rngs at call time, no num_classes
+    ("mnist_nnx.py:TrainArgCNN", ()),  # NNX __call__(x, train)
+    ("resnet_like.py:TinyResNet", ()),  # a partial; BatchNorm(axis_name='batch')
+    ("vit_like/models_vit.py:VisionTransformer", (f"--config.model.kwargs={VIT_KWARGS}",)),
+])
+def test_models_from_the_wild_run_unchanged(tmp_path, model, extra):
+  proc = _wild_cli(tmp_path, f"{WILD}/{model}", *extra)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
+  listed = re.findall(r"^  prunable (\S+) ", proc.stdout, re.M)
+  assert listed and all(path.endswith("kernel") for path in listed), listed
+  if "vit_like" in model:  # attention's 3-D kernels pruned; its 2-D biases, the position
+    # embedding and the class token stay dense
+    assert "Encoder1DBlock_0/MultiHeadDotProductAttention_0/query/kernel" in listed
+    variables, _ = checkpoint.load_model(str(tmp_path / "run" / "export"))
+    flat = tree.flatten(variables["params"])
+    for path in ("cls", "pos_embedding",
+                 "Encoder1DBlock_0/MultiHeadDotProductAttention_0/query/bias"):
+      assert path in flat and path not in listed
+
+
+BROKEN = [
+    ("broken.py:StatsWithoutTrain", (), "updates its batch statistics when evaluating"),
+    ("broken.py:TupleOutput", (), "returns a tuple, not one array of logits"),
+    ("broken.py:SevenOutputs", (), "returns float32[2, 7] for a batch of 2; the dataset has 10"),
+    ("broken.py:Unhashable", (), "unhashable attribute"),
+    ("mnist_cnn.py:CNN", ("--config.model.kwargs={'hiden': 3}",), "model.kwargs has 'hiden'"),
+    ("mnist_cnn.py:Missing", (), "Flax module classes are ['CNN']"),
+]
+
+
+@pytest.mark.parametrize("model,extra,needle", BROKEN, ids=[b[2][:20] for b in BROKEN])
+def test_a_broken_convention_is_one_line_and_exit_2_before_anything_is_written(
+    tmp_path, model, extra, needle):
+  proc = _wild_cli(tmp_path, f"{WILD}/{model}", *extra)
+  # (TFDS's mock data logs one absl warning of its own before the run starts.)
+  lines = [line for line in proc.stderr.strip().splitlines()
+           if not re.match(r"W\d{4} .*testing/metadata", line)]
+  assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+  assert lines[0].startswith("error: ")
+  assert not (tmp_path / "run").exists()
+
+
+def test_filter_masks_on_a_user_model_keep_every_logit_column(tmp_path):
+  proc = _wild_cli(tmp_path, f"{WILD}/mnist_cnn.py:CNN", "--config.prune.structure=filter")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  variables, _ = checkpoint.load_model(str(tmp_path / "run" / "export"))
+  flat = tree.flatten(variables["params"])
+  head = np.asarray(flat["Dense_1/kernel"])  # the head: its 10 columns are the classes
+  assert head.shape == (32, 10) and np.all(np.any(head != 0, axis=0))
+  hidden = np.asarray(flat["Dense_0/kernel"])  # an inner layer loses whole output channels
+  assert 0 < int(np.sum(np.any(hidden != 0, axis=0))) < 32

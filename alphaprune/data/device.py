@@ -78,16 +78,27 @@ class DevicePhase:
   aux: dict
   seed: int
   salt: int  # the phase's data-order salt (rngs.DATA_ORDER)
+  stepwise: bool = False  # an epoch as a loop of steps (see steps.uses_xla_convolution)
   iterator: Any = None  # nothing to checkpoint: the order derives from (seed, salt, epoch)
 
   def train_epoch(self, state: steps.TrainState, cfg: steps.StepConfig, partial=None,
                   midway: Callable | None = None) -> tuple[steps.TrainState, dict]:
-    """The state's next epoch, as one compiled loop (so never resumed midway)."""
+    """The state's next epoch, as one compiled loop, or a loop of compiled steps on the
+    device's arrays (never resumed midway either way)."""
     del partial, midway
-    order = order_lib.epoch_order(self.seed, int(state.epoch),
-                                  self.splits.train["label"].shape[0], self.salt)
-    return steps.train_epoch(state, self.splits.train, devices.put_replicated(order, cfg.mesh),
-                             self.aux, cfg)
+    rows = self.splits.train["label"].shape[0]
+    order = devices.put_replicated(
+        order_lib.epoch_order(self.seed, int(state.epoch), rows, self.salt), cfg.mesh)
+    if not self.stepwise:
+      return steps.train_epoch(state, self.splits.train, order, self.aux, cfg)
+    count = rows // cfg.batch_size
+    first = jax.tree.map(lambda v: v[:cfg.batch_size], self.splits.train)
+    sums = devices.put_replicated(jax.tree.map(
+        np.asarray, steps.zero_sums(state, first, self.aux, cfg)), cfg.mesh)
+    for index in range(count):
+      state, sums = steps.train_indexed(state, sums, self.splits.train, order, index, self.aux,
+                                        cfg)
+    return steps.end_epoch(state), jax.tree.map(lambda total: total / count, sums)
 
   def evaluate(self, split: str, variables, alpha, cfg: steps.StepConfig) -> dict:
     """{loss, accuracy, count} of `split` ("val" or "test")."""
@@ -128,7 +139,9 @@ class DevicePipeline:
     splits, aux = self.splits, {}
     if teacher is not None and (cfg.loss.needs_teacher_logits or cfg.loss.per_logit):
       splits, aux = self._with_teacher_targets(teacher, cfg)
-    return DevicePhase(splits, aux, self.seed, salt)
+    stepwise = (jax.default_backend() == "cpu"
+                and steps.uses_xla_convolution(cfg.model, self.source.image_shape))
+    return DevicePhase(splits, aux, self.seed, salt, stepwise)
 
   def evaluate(self, split: str, variables, cfg: steps.StepConfig) -> dict:
     """{loss, accuracy, count} of a plain (unblended) network on `split`."""
