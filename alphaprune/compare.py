@@ -37,7 +37,7 @@ import shlex
 import sys
 from typing import NamedTuple
 
-from alphaprune import config as config_lib
+from alphaprune import config as config_lib, files
 from alphaprune.jobs import Job, default_launcher, mean_std, parse_seeds, read_summary, run_jobs
 from alphaprune.methods import METHODS, PRUNING, RANDOM_MASKS as RANDOM, STAGED
 
@@ -197,6 +197,7 @@ def pruning_history(workdir: str) -> list[dict]:
 def seed_values(summary: dict, history: list[dict]) -> dict:
   """One run's value of every metric (METRICS; None where its run did not record it)."""
   values = {key: summary.get(key) for key in METRICS}
+  values["warnings"] = summary.get("warnings", [])  # chance accuracy, divergence
   values["gap_to_teacher"] = summary["pruned_test_accuracy"] - summary["teacher_test_accuracy"]
   values["kept_fraction"] = summary["kept_prunable_params"] / summary["prunable_params"]
   if history:
@@ -291,12 +292,10 @@ def write(root: str, cells, methods, seeds, results: str | None = None,
           "methods": list(methods), "entries": entries(values), "curves": curves}
   for folder in filter(None, (root, results)):
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "compare.json"), "w") as f:
-      json.dump(grid, f, indent=1)
+    files.write_json(os.path.join(folder, "compare.json"), grid, indent=1)
     report.write_grid(grid, folder)
     if command and folder == results:
-      with open(os.path.join(folder, "COMMAND"), "w") as f:
-        f.write(command + "\n")
+      files.write_atomic(os.path.join(folder, "COMMAND"), command + "\n")
   return grid
 
 

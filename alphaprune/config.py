@@ -8,7 +8,9 @@ written.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Sequence
 
 import ml_collections
@@ -21,7 +23,7 @@ SIZES = ("cpu", "accelerator")
 # Keys that may differ when a run resumes in an existing workdir: where data
 # lives, how often to checkpoint, how much to print. Anything else would make
 # the resumed run a different experiment.
-SAFE_TO_CHANGE = ("sized_for", "data.data_dir", "data.manual_dir", "data.download",
+SAFE_TO_CHANGE = ("sized_for", "data.data_dir", "data.manual_dir", "data.download", "data.prepare",
                   "data.eval_batch_size", "data.read_threads", "data.prefetch",
                   "checkpoint.every_epochs", "checkpoint.every_steps", "checkpoint.keep",
                   "report.enabled")
@@ -83,8 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   # model sees, for datasets whose images vary in size (0: the dataset's own). augment: auto,
   # none, pad_crop_flip (CIFAR) or inception_crop_flip (ImageNet). Streamed: `workers` Grain
   # processes (0: threads of the run's own), `read_threads` each, `prefetch` batches ahead.
+  # prepare: a data_dir that does not exist is built (True) or refused (False: a typo).
   c.data = dict(name="fashion_mnist", data_dir="", manual_dir="/usr/share/datasets/fashion-mnist",
-                download=True, val_fraction=0.1, batch_size=128, eval_batch_size=1000,
+                download=True, prepare=False, val_fraction=0.1, batch_size=128, eval_batch_size=1000,
                 max_examples=0,  # per split, 0 = all (smoke runs)
                 pipeline="auto", image_size=0, augment="auto", workers=0, read_threads=2,
                 prefetch=4)
@@ -127,10 +130,12 @@ def _choice(value, allowed, key):
 
 
 def _positive(value, key, integer=False):
+  if not isinstance(value, (int, float)) or isinstance(value, bool):
+    raise ConfigError(f"{key}={value!r} must be a number")
   if integer and int(value) != value:
     raise ConfigError(f"{key}={value!r} must be a whole number")
-  if not value > 0:
-    raise ConfigError(f"{key}={value!r} must be > 0")
+  if not value > 0 or not math.isfinite(value):
+    raise ConfigError(f"{key}={value!r} must be a finite number > 0")
 
 
 def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
@@ -205,8 +210,11 @@ def _check_model(c, device_count):
       raise ConfigError("prune.structure=filter is not supported for imagenet_resnet yet; "
                         "use unstructured or n:m")
   _positive(c.model.width, "model.width")
-  if c.model.name == "mlp" and (not c.model.hidden or min(c.model.hidden) < 1):
-    raise ConfigError(f"model.hidden={c.model.hidden!r} needs positive layer widths")
+  hidden = tuple(c.model.hidden)
+  if c.model.name == "mlp" and (not hidden or not all(
+      isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden)):
+    raise ConfigError(f"model.hidden={c.model.hidden!r} needs positive whole layer widths, "
+                      "e.g. (300, 100)")
   if not c.teacher.checkpoint:
     _positive(c.teacher.epochs, "teacher.epochs", integer=True)
   _choice(c.teacher.optimizer, optimizer.OPTIMIZERS, "teacher.optimizer")
@@ -219,6 +227,13 @@ def _check_pruning(c, device_count):
   if not 0 < p.keep_ratio <= 1:
     raise ConfigError(f"prune.keep_ratio={p.keep_ratio} must be in (0, 1]")
   _choice(p.criterion, masks.CRITERIA, "prune.criterion")
+  for key in ("include", "exclude"):
+    for pattern in p[key]:
+      try:
+        re.compile(pattern)
+      except (re.error, TypeError) as e:
+        raise ConfigError(f"prune.{key} has {pattern!r}, which is not a regular expression "
+                          f"({e}); fix the pattern") from None
   _choice(p.scope, masks.SCOPES, "prune.scope")
   _choice(p.structure, masks.STRUCTURES, "prune.structure")
   if p.scope != "layer" and p.structure != "unstructured":

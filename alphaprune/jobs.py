@@ -3,19 +3,20 @@
 `compare` (methods × keep ratios × seeds) and `launch/sweep.py` (seeds) both
 describe their runs as `Job`s and hand them to `run_jobs`; each job is the
 ordinary command line (`python -m alphaprune.main`) in its own workdir, with
-its output in a log beside it. A job whose workdir holds `summary.json` is done
+its output in a log beside it. A job whose workdir holds a `summary.json` that parses is done
 and skipped; any other resumes from its own checkpoints.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import math
 import os
 import subprocess
 import sys
 from typing import NamedTuple, Sequence
+
+from alphaprune import files
 
 
 class Job(NamedTuple):
@@ -45,7 +46,9 @@ def default_launcher() -> list[str]:
 
 
 def finished(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, "summary.json"))
+  """A run is finished when its summary.json parses (a half-written one: not finished, so it
+  runs again, and resumes from its checkpoints)."""
+  return read_summary(workdir) is not None
 
 
 def run_job(job: Job, launcher: Sequence[str]) -> int:
@@ -69,11 +72,9 @@ def run_jobs(jobs: Sequence[Job], launcher: Sequence[str], parallel: int = 1) ->
 
 
 def read_summary(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "summary.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  """A run's summary, or None if it has none or it does not parse."""
+  summary = files.read_json(os.path.join(workdir, "summary.json"))
+  return summary if isinstance(summary, dict) else None
 
 
 def mean_std(values) -> dict:

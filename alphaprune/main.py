@@ -1,13 +1,17 @@
 """Command line: `python -m alphaprune.main --config=configs/NAME.py[:VARIANT] --workdir=DIR
 [--config.KEY=VALUE ...]`.
 
-Only parses flags and calls `train.run(config, workdir)`. Exit codes: 0 done, or stopped
-by SIGTERM after saving (the same command resumes); 2 bad config or input (one line on
-stderr, nothing written); 1 anything else.
+Only parses flags and calls `train.run(config, workdir)`. Exit codes: 0 done, or stopped by
+SIGTERM after saving (the same command resumes); 2 bad config or input (one line on stderr,
+nothing written); 130 stopped by Ctrl-C; 1 anything else (one line: a full disk, a damaged
+save, a diverged run, a non-finite loss).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sys
 
 from absl import app, flags, logging
@@ -17,9 +21,22 @@ _CONFIG = flags.DEFINE_string("config", None, "Config file (configs/NAME.py[:VAR
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs, export and report go.")
 
 
-def _fail(message: str, code: int = 2):
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(code)
+# How the command line exits once it has said why: at once (os._exit), so that no background
+# thread (orbax's, TensorStore's, Grain's) prints a traceback while the interpreter shuts
+# down. Tests that run `main` in their own process replace it with sys.exit.
+EXIT = os._exit
+
+
+def _exit(code: int):
+  sys.stdout.flush()
+  sys.stderr.flush()
+  EXIT(code)
+
+
+def _fail(message: str, code: int = 2, prefix: str = "error"):
+  """One line on stderr, then the exit."""
+  print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+  _exit(code)
 
 
 def parse_flags(argv):
@@ -37,28 +54,62 @@ def parse_flags(argv):
   return [argv[0], *overrides]
 
 
+def _disk_full(error: BaseException) -> bool:
+  """Whether `error` (or what caused it) is a full disk, as Python or TensorStore says it."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(error) or "RESOURCE_EXHAUSTED" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _disk_full_line(workdir: str) -> str:
+  from alphaprune import files
+  checkpoints = os.path.join(workdir, "checkpoints")
+  largest = max((files.size_bytes(os.path.join(root, name)) for root, dirs, _ in
+                 os.walk(checkpoints) for name in dirs if name.isdigit()), default=0)
+  free = shutil.disk_usage(workdir if os.path.exists(workdir) else ".").free
+  return (f"the disk is full while writing in {workdir} ({free / 2**20:.0f} MiB free; a "
+          f"checkpoint takes about {max(largest, 1) / 2**20:.1f} MiB, and the run keeps a few); "
+          "free some space and run the same command to resume from the last checkpoint")
+
+
 def main(argv):
-  logging.set_verbosity(logging.WARNING)  # orbax and TFDS are chatty; progress lines are ours
+  # Orbax, TensorStore and TFDS log through absl, at length (a failed save: a traceback from
+  # each of its threads); what a user needs, the run says itself in one line.
+  logging.set_verbosity(logging.FATAL)
   if _WORKDIR.value is None:
     _fail("--workdir is required (where the run's files go)")
   if _CONFIG.value is None:
     _fail("--config is required, e.g. --config=configs/fashion_mnist.py:quick")
-  from alphaprune import config as config_lib
-  from alphaprune import devices, train
+  from alphaprune import checkpoint, config as config_lib, devices, train
   from alphaprune.data import DataError
   try:
     config = config_lib.load(_CONFIG.value, argv[1:])
   except config_lib.ConfigError as e:
     _fail(str(e))
   devices.maybe_initialize_distributed()
+  workdir = _WORKDIR.value
   try:
-    train.run(config, _WORKDIR.value)
+    summary = train.run(config, workdir)
   except (config_lib.ConfigError, DataError) as e:
     _fail(str(e))
-  except train.NonFiniteLoss as e:
-    _fail(str(e), code=1)
   except train.Preempted as e:
     print(e, flush=True)
+    _exit(e.exit_code)
+  except KeyboardInterrupt:
+    _fail("stopped by a second Ctrl-C before saving; run the same command to resume from the "
+          "last checkpoint", 130)
+  except (train.NonFiniteLoss, checkpoint.Corrupt) as e:
+    _fail(str(e), 1)
+  except Exception as e:  # a full disk is the operator's to fix; anything else is a bug
+    if not _disk_full(e):
+      raise
+    _fail(_disk_full_line(workdir), 1)
+  if summary.get("diverged"):
+    _exit(1)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from alphaprune import files
 from alphaprune.jobs import mean_std
 from alphaprune.methods import METHODS, RANDOM_MASKS as RANDOM
 
@@ -93,10 +94,7 @@ def write_report(workdir: str) -> list[str]:
   _curve_figure(c, "accuracy", "accuracy", paths[0])
   _curve_figure(c, "loss", "loss", paths[1])
 
-  summary = {}
-  if os.path.exists(os.path.join(workdir, "summary.json")):
-    with open(os.path.join(workdir, "summary.json")) as f:
-      summary = json.load(f)
+  summary = files.read_json(os.path.join(workdir, "summary.json"), {})
   ends = stage_ends(history)
   fig, ax = plt.subplots(figsize=(6, 4.5))
   stage = np.array([p == "prune" for p in ends["phase"]], bool)
@@ -133,10 +131,10 @@ def write_report(workdir: str) -> list[str]:
   rows = [f"| {k} | {v if not isinstance(v, float) else f'{v:.4f}'} |"
           for k, v in summary.items() if k != "alphas"]
   alphas = ", ".join(f"{a:.3f}" for a in summary.get("alphas", []))
-  with open(os.path.join(out, "summary.md"), "w") as f:
-    f.write("# alphaprune run summary\n\n| key | value |\n| --- | --- |\n" + "\n".join(rows))
-    f.write(f"\n\nα-schedule ({len(summary.get('alphas', []))} stages): {alphas}\n\n")
-    f.write("".join(f"![{os.path.basename(p)}]({os.path.basename(p)})\n\n" for p in paths))
+  files.write_atomic(os.path.join(out, "summary.md"), (
+      "# alphaprune run summary\n\n| key | value |\n| --- | --- |\n" + "\n".join(rows)
+      + f"\n\nα-schedule ({len(summary.get('alphas', []))} stages): {alphas}\n\n"
+      + "".join(f"![{os.path.basename(p)}]({os.path.basename(p)})\n\n" for p in paths)))
   return paths + [os.path.join(out, "summary.md")]
 
 
@@ -188,7 +186,9 @@ def accuracy_table(entries: list[dict]) -> str:
         texts.append("")
         continue
       accuracy, gap = entry["stats"]["pruned_test_accuracy"], entry["stats"]["gap_to_teacher"]
-      texts.append(f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f} ({gap['mean']:+.4f})")
+      warned = [s for s, values in entry["per_seed"].items() if values.get("warnings")]
+      texts.append(f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f} ({gap['mean']:+.4f})"
+                   + (f" ⚠ seeds {', '.join(warned)}: no result" if warned else ""))
     lines.append(f"| {_label(next(iter(cells.values())))} | " + " | ".join(texts) + " |")
   return "\n".join(lines)
 
@@ -294,7 +294,8 @@ def grid_markdown(grid: dict) -> str:
   entries = grid["entries"]
   seeds = ", ".join(map(str, grid["seeds"]))
   parts = [f"# Pruned test accuracy (mean ± std over seeds {seeds}; in brackets the gap to "
-           f"the teacher)\n\n{accuracy_table(entries)}",
+           f"the teacher; ⚠: a seed's run ended at chance accuracy or diverged)\n\n"
+           f"{accuracy_table(entries)}",
            "# Paired differences from alpha_blend in test accuracy\n\nPer seed, each method "
            "minus alpha_blend on the same teacher, masks' allocation and batch order; the mean "
            "over seeds and its 95% t-interval, **bold** where the interval excludes zero.\n\n"
@@ -316,8 +317,7 @@ def grid_markdown(grid: dict) -> str:
 
 def write_grid(grid: dict, folder: str) -> None:
   """compare.md and the figures of a grid (compare.json's contents) into `folder`."""
-  with open(os.path.join(folder, "compare.md"), "w") as f:
-    f.write(grid_markdown(grid))
+  files.write_atomic(os.path.join(folder, "compare.md"), grid_markdown(grid))
   entries = grid["entries"]
   plot_curve(entries, os.path.join(folder, "compare.png"))
   if any(entry["paired"] for entry in entries):

@@ -20,6 +20,7 @@ included, and metrics.jsonl is rewritten from it on resume.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -81,6 +82,16 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _warn(msg: str) -> None:
+  if devices.is_primary():
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _first_line(error: BaseException) -> str:
+  lines = [line for line in str(error).splitlines() if line.strip()]
+  return lines[0][:200] if lines else type(error).__name__
+
+
 # ------------------------------------------------------------------ the pipeline
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -109,6 +120,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pruned = export_and_evaluate(ctx, phase, state, masks, teacher["params"])
     summary = summarise(config, alphas, history, teacher_acc, pruned, compiled["count"],
                         time.time() - t_start - pretrain_seconds, pretrain_seconds)
+    summary["warnings"], summary["diverged"] = warnings_of(summary, history,
+                                                           source.num_classes)
     finish(config, workdir, summary)
   return summary
 
@@ -118,6 +131,7 @@ def preflight(config, workdir) -> tuple[data.Source, str, models.nn.Module, list
   or DataError (one line each); returns (the data source, its pipeline, the plain model,
   the α-schedule)."""
   validate(config, jax.device_count())
+  workdir_lib.check_writable(workdir)
   workdir_lib.check_free(workdir)
   workdir_lib.check_config(config, workdir)
   data_cfg = config.data
@@ -125,12 +139,35 @@ def preflight(config, workdir) -> tuple[data.Source, str, models.nn.Module, list
                             manual_dir=data_cfg.manual_dir or None,
                             val_fraction=data_cfg.val_fraction, seed=config.seed,
                             download=data_cfg.download, max_examples=data_cfg.max_examples,
-                            image_size=data_cfg.image_size, augment=data_cfg.augment)
+                            image_size=data_cfg.image_size, augment=data_cfg.augment,
+                            create_data_dir=data_cfg.prepare)
   kind = data_pipeline.choose(data_cfg.pipeline, source)
   check_pipeline(config, kind)
+  if data_cfg.batch_size > source.num_examples("train"):
+    raise ConfigError(f"data.batch_size={data_cfg.batch_size} is larger than the "
+                      f"{source.num_examples('train')} training examples; lower it (or raise "
+                      "data.max_examples)")
   plain = plain_model(config, source)
+  check_prunable(config, plain, source.image_shape)
   check_teacher(config, plain, source.image_shape)
   return source, kind, plain, schedule_of(config)
+
+
+def check_prunable(config, model, image_shape) -> None:
+  """prune.include and prune.exclude must leave kernels to prune, and nothing else."""
+  params = export.abstract_variables(model, image_shape)["params"]
+  prune = config.prune
+  paths = masks_lib.prunable_paths(params, prune.include, prune.exclude)
+  if not paths:
+    raise ConfigError(f"prune.include={list(prune.include)} and prune.exclude="
+                      f"{list(prune.exclude)} leave no parameter to prune (empty include: every "
+                      "kernel of two or more dimensions); widen them")
+  flat = tree.flatten(params)
+  thin = [path for path in paths if np.ndim(flat[path]) < 2]
+  if thin:
+    raise ConfigError(f"prune.include matches {thin[0]}, which has "
+                      f"{np.ndim(flat[thin[0]])} dimension(s); only kernels (two or more) can "
+                      "be pruned: narrow the pattern")
 
 
 def plain_model(config, source: data.Source):
@@ -179,9 +216,14 @@ def check_teacher(config, model, image_shape) -> None:
                       f"checkpoint nor a folder with one in variables/); point it at the "
                       "teacher/ or export/ folder of an earlier run, or at an orbax save of "
                       "your model's variables")
+  try:
+    checkpoint.verify_model(path)
+    got = checkpoint.model_shapes(path)
+  except Exception as e:  # a damaged save, or a folder of something else
+    raise ConfigError(f"teacher.checkpoint={path} cannot be read ({type(e).__name__}: "
+                      f"{_first_line(e)}); point it at an intact teacher/ or export/ folder")
   want = {jax.tree_util.keystr(path_): tuple(leaf.shape) for path_, leaf in
           jax.tree_util.tree_flatten_with_path(export.abstract_variables(model, image_shape))[0]}
-  got = checkpoint.model_shapes(path)
   if want != got:
     diff = sorted(key for key in set(want) | set(got) if want.get(key) != got.get(key))[:3]
     raise ConfigError(f"teacher.checkpoint={path} does not fit model {config.model.name} "
@@ -218,14 +260,22 @@ def teacher_variables(ctx: Context) -> tuple[dict, list, bool]:
     variables, _ = export.load(ctx.config.teacher.checkpoint, ctx.plain, ctx.source.image_shape)
     return devices.put_replicated(variables, ctx.mesh), [], False
   path = os.path.join(ctx.workdir, "teacher")
-  pretrained = not os.path.exists(os.path.join(path, "model.json"))
-  if pretrained:
-    variables, history = pretrain(ctx)
-    checkpoint.save_model(path, variables, {"model": ctx.config.model.to_dict(),
-                                            "num_classes": ctx.source.num_classes,
-                                            "history": history})
+  if os.path.exists(os.path.join(path, "model.json")):
+    try:
+      variables, meta = export.load(path, ctx.plain, ctx.source.image_shape)
+      return devices.put_replicated(variables, ctx.mesh), meta["history"], False
+    except Exception as e:  # damaged: the pretraining checkpoints hold the same weights
+      aside = f"{path}.unreadable-{int(time.time())}"
+      _warn(f"{path} cannot be used ({type(e).__name__}: {_first_line(e)}); moved to {aside} "
+            "and rebuilt from checkpoints/pretrain")
+      if devices.is_primary():
+        os.replace(path, aside)
+  variables, history = pretrain(ctx)
+  checkpoint.save_model(path, variables, {"model": ctx.config.model.to_dict(),
+                                          "num_classes": ctx.source.num_classes,
+                                          "history": history})
   variables, meta = export.load(path, ctx.plain, ctx.source.image_shape)
-  return devices.put_replicated(variables, ctx.mesh), meta["history"], pretrained
+  return devices.put_replicated(variables, ctx.mesh), meta["history"], True
 
 
 def pretrain(ctx: Context) -> tuple[dict, list]:
@@ -364,7 +414,8 @@ def make_phase(ctx: Context, name, cfg, opt, stages, teacher=None) -> Phase:
                             cfg, teacher)
   return Phase(name=name, cfg=cfg, opt=opt, inputs=inputs, log=ctx.log,
                checkpoints=checkpoint.RunCheckpoints(
-                   os.path.join(ctx.workdir, "checkpoints", name), config.checkpoint.keep),
+                   os.path.join(ctx.workdir, "checkpoints", name), config.checkpoint.keep,
+                   json.loads(config.to_json_best_effort())),
                every_epochs=config.checkpoint.every_epochs,
                every_steps=config.checkpoint.every_steps,
                advance_after_cuts=config.train.advance_after_cuts,
@@ -492,9 +543,8 @@ def midway_saves(phase: Phase, history: list):
 def stopped(phase: Phase, state) -> None:
   phase.inputs.close()
   phase.checkpoints.close()
-  raise Preempted(f"stopped by SIGTERM: saved {phase.name} at step {int(state.step)} (epoch "
-                  f"{int(state.epoch)}) in {phase.checkpoints.directory}; run the same "
-                  "command to resume")
+  raise preemption.stop(f"{phase.name} at step {int(state.step)} (epoch {int(state.epoch)}) "
+                        f"in {phase.checkpoints.directory}")
 
 
 # ------------------------------------------------------------------ export, evaluation, summary
@@ -544,11 +594,39 @@ def summarise(config, alphas, history, teacher_acc, pruned, compilations, wall_s
   }
 
 
+def warnings_of(summary: dict, history: list, num_classes: int) -> tuple[list[str], bool]:
+  """(what makes a finished run no result, whether it diverged): a teacher or pruned model at
+  chance accuracy (data with random labels do that too), a training loss that grew by orders
+  of magnitude (diverged: more than 100 times ln(classes) for cross-entropy, or 100 times its
+  phase's first epoch for the other losses)."""
+  chance = 1.5 / num_classes
+  out = [f"the {who} model is at chance accuracy ({summary[key]:.4f})"
+         for who, key in (("teacher", "teacher_test_accuracy"), ("pruned", "pruned_test_accuracy"))
+         if summary[key] <= chance]
+  diverged = False
+  for phase in ("pretrain", "prune"):
+    losses_ = [h["train_loss"] for h in history
+               if h["phase"] == phase or (phase == "prune" and h["phase"] == "finetune")]
+    if not losses_:
+      continue
+    bound = 100 * (math.log(num_classes) if summary["loss"] == "classification" or
+                   phase == "pretrain" else max(losses_[0], 1e-12))
+    if max(losses_) > bound:
+      diverged = True
+      out.append(f"the {phase} training loss grew to {max(losses_):.3g} (first epoch "
+                 f"{losses_[0]:.3g})")
+  return out, diverged
+
+
 def finish(config, workdir, summary) -> None:
   """summary.json, the report, and the closing line (process 0)."""
   workdir_lib.write_summary(workdir, summary)
   if not devices.is_primary():
     return
+  if summary["warnings"]:
+    what = "diverged" if summary["diverged"] else "ended at chance accuracy"
+    _warn(f"this run {what}: {'; '.join(summary['warnings'])}; its accuracy is no result"
+          + (" (lower the learning rate?)" if summary["diverged"] else ""))
   if config.report.enabled:
     from alphaprune import report
     report.write_report(workdir)

@@ -1,9 +1,11 @@
 """The run's files besides checkpoints: its lock, config.json, metrics.jsonl, TensorBoard
 and summary.json. In a multi-process run process 0 alone writes them.
 
-A workdir has one writer. The lock is an OS lock (`flock`) on `workdir/.lock`,
-which holds the owner's pid and host: the OS drops it when its process dies,
-however it dies, so a killed run never blocks its own resume.
+A workdir has one writer. The lock is an OS lock (`flock`) on the workdir folder itself,
+so deleting a file inside it cannot defeat it; `workdir/.lock` names the holder's pid and
+host for the message a second run gets. The OS drops the lock when its process dies, however
+it dies, so a killed run never blocks its own resume. Side files are written atomically
+(`files.write_atomic`): a kill or a full disk leaves the old file or the new one.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 from typing import Any, NamedTuple
 
 import ml_collections
 
-from alphaprune import devices
+from alphaprune import devices, files
 from alphaprune.config import SAFE_TO_CHANGE, ConfigError, changed_keys
 
 LOCK = ".lock"
@@ -26,47 +29,64 @@ TB_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "al
 
 # ------------------------------------------------------------------ one writer
 
-def _owner(path: str) -> str:
+def _owner(workdir: str) -> str:
   try:
-    with open(path) as f:
+    with open(os.path.join(workdir, LOCK)) as f:
       return f.read().strip() or "another process"
   except OSError:
     return "another process"
 
 
-def _busy(workdir: str, path: str) -> ConfigError:
-  return ConfigError(f"workdir {workdir} is in use by {_owner(path)}; wait for that run to "
+def _busy(workdir: str) -> ConfigError:
+  return ConfigError(f"workdir {workdir} is in use by {_owner(workdir)}; wait for that run to "
                      "finish (or stop it), or use another --workdir")
+
+
+def check_writable(workdir: str) -> None:
+  """The workdir must be a folder this process can write (or be creatable): a file there, a
+  read-only or missing parent is bad input, found before anything is written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file; give a folder (new or a run's)")
+  target = os.path.abspath(workdir)
+  while not os.path.exists(target):
+    target = os.path.dirname(target)
+  try:
+    probe = tempfile.NamedTemporaryFile(dir=target, prefix=".alphaprune-probe-")
+    probe.close()
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir} cannot be written ({target}: {e.strerror}); "
+                      "give a folder you can write") from None
 
 
 def check_free(workdir: str) -> None:
   """Raises ConfigError if another live process holds the workdir; writes nothing."""
-  path = os.path.join(workdir, LOCK)
-  if not devices.is_primary() or not os.path.exists(path):
+  if not devices.is_primary() or not os.path.isdir(workdir):
     return
-  with open(path) as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise _busy(workdir, path) from None
+  fd = os.open(workdir, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    raise _busy(workdir) from None
+  finally:
+    os.close(fd)
 
 
 @contextlib.contextmanager
 def lock(workdir: str):
-  """Holds the workdir for this run (process 0 of a multi-process run holds it for all)."""
+  """Holds the workdir for this run (process 0 of a multi-process run holds it for all): an
+  OS lock on the folder, and `.lock` naming the holder."""
   if not devices.is_primary():
     yield
     return
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  fd = os.open(workdir, os.O_RDONLY)
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      raise _busy(workdir, path) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+      raise _busy(workdir) from None
+    files.write_atomic(os.path.join(workdir, LOCK),
+                       f"process {os.getpid()} on {socket.gethostname()}\n")
     yield
   finally:
     os.close(fd)  # releases the lock
@@ -74,13 +94,27 @@ def lock(workdir: str):
 
 # ------------------------------------------------------------------ config
 
+def has_state(workdir: str) -> bool:
+  """Whether the workdir holds anything a run would resume from (a teacher, a checkpoint)."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  return (os.path.exists(os.path.join(workdir, "teacher", "model.json"))
+          or any(name.isdigit() for root, dirs, _ in os.walk(checkpoints) for name in dirs))
+
+
 def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses a workdir whose saved config differs from `config` in an unsafe key."""
+  """Refuses a workdir holding a run of a different config (a key not safe to change). A
+  workdir with nothing to resume from takes any config: a run that failed before its first
+  checkpoint leaves nothing that refuses the corrected command."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not os.path.exists(path) or not has_state(workdir):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = files.read_json(path)
+  if saved is None:
+    from alphaprune import checkpoint
+    saved = checkpoint.saved_config(workdir)
+    if saved is None:
+      raise ConfigError(f"{path} is damaged and no checkpoint holds the run's config; restore "
+                        "it, or use a new --workdir")
   current = json.loads(config.to_json_best_effort())
   unsafe = [k for k in changed_keys(saved, current) if k not in SAFE_TO_CHANGE]
   if unsafe:
@@ -90,8 +124,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if devices.is_primary():
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    files.write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
 
 # ------------------------------------------------------------------ metrics
@@ -117,8 +150,7 @@ def open_log(workdir: str) -> Log:
 def rewrite(log: Log, history: list[dict]) -> None:
   """metrics.jsonl made to hold exactly `history` (a resumed run's, or a fresh phase's)."""
   if log.path:
-    with open(log.path, "w") as f:
-      f.writelines(json.dumps(record) + "\n" for record in history)
+    files.write_atomic(log.path, "".join(json.dumps(record) + "\n" for record in history))
 
 
 def append(log: Log, record: dict, index: int) -> None:
@@ -139,5 +171,4 @@ def close(log: Log) -> None:
 
 def write_summary(workdir: str, summary: dict) -> None:
   if devices.is_primary():
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    files.write_json(os.path.join(workdir, "summary.json"), summary)

@@ -13,11 +13,11 @@ checkpoints. Exits 1 if any seed failed, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 
+from alphaprune import config as config_lib, files
 from alphaprune.jobs import (Job, default_launcher, mean_std, parse_seeds, read_summary,
                              run_jobs)
 
@@ -40,15 +40,13 @@ def write_results(root: str, seeds: list[int]) -> dict:
     return {}
   stats = aggregate(summaries)
   result = {"seeds": sorted(summaries), "metrics": stats}
-  with open(os.path.join(root, "sweep.json"), "w") as f:
-    json.dump(result, f, indent=2)
+  files.write_json(os.path.join(root, "sweep.json"), result)
   lines = [f"# Sweep over seeds {', '.join(map(str, sorted(summaries)))}", "",
            "| metric | mean | std | per seed |", "| --- | --- | --- | --- |"]
   for key, s in stats.items():
     lines.append(f"| {key} | {s['mean']:.6g} | {s['std']:.3g} | "
                  f"{', '.join(f'{v:.6g}' for v in s['values'])} |")
-  with open(os.path.join(root, "sweep.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+  files.write_atomic(os.path.join(root, "sweep.md"), "\n".join(lines) + "\n")
   return result
 
 
@@ -66,7 +64,8 @@ def main(argv=None) -> int:
     if bad:
       raise ValueError(f"unknown arguments {bad}; pass config overrides as --config.KEY=VALUE")
     seeds = parse_seeds(args.seeds)
-  except ValueError as e:
+    config_lib.validate(config_lib.load(args.config, [*overrides, f"--config.seed={seeds[0]}"]))
+  except ValueError as e:  # ConfigError too: a bad override fails before any run starts
     print(f"error: {e}", file=sys.stderr)
     return 2
   launcher = shlex.split(args.launcher) if args.launcher else default_launcher()

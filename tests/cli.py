@@ -6,6 +6,8 @@ from absl import flags
 
 from alphaprune import main
 
+main.EXIT = sys.exit  # in this process: SystemExit, not os._exit
+
 
 def run_cli(argv) -> int:
   """`python -m alphaprune.main ARGV[1:]` in this process; returns the exit code."""

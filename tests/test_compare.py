@@ -107,7 +107,7 @@ def _cells_of(markdown: str) -> dict:
   for line in lines[2:]:
     method, *entries = [e.strip() for e in line.strip("|").split("|")]
     for keep, entry in zip(keeps, entries):
-      mean, std, gap = re.fullmatch(r"(\S+) ± (\S+) \((\S+)\)", entry).groups()
+      mean, std, gap = re.match(r"(\S+) ± (\S+) \((\S+)\)", entry).groups()  # ⚠ may follow
       out[(method, keep)] = (float(mean), float(std), float(gap))
   return out
 
@@ -120,7 +120,7 @@ def test_a_real_smoke_grid_tabulates_its_runs(tmp_path):
                        f"--workdir={tmp_path}", "--methods=alpha_blend,soft",
                        "--keep-ratios=0.5,0.2", "--grid=prune.scope=global", "--parallel=2",
                        f"--launcher={launcher}",
-                       f"--config.data.data_dir={tmp_path}/tfds", "--config.data.manual_dir="])
+                       f"--config.data.data_dir={tmp_path}/tfds", "--config.data.prepare=True", "--config.data.manual_dir="])
   cell = "keep_{:g},prune.scope=global".format
   assert code == 0, (tmp_path / cell(0.2) / "seed_0" / "soft.log").read_text()[-2000:]
   cells = _cells_of((tmp_path / "compare.md").read_text())

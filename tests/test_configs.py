@@ -36,7 +36,7 @@ def test_every_smoke_variant_runs_from_the_command_line(path, real_fashion_mnist
   workdir = tmp_path / "run"
   proc = subprocess.run(
       [sys.executable, "-m", "alphaprune.main", f"--config={path}:smoke", f"--workdir={workdir}",
-       f"--config.data.data_dir={real_fashion_mnist}"],
+       f"--config.data.data_dir={real_fashion_mnist}", "--config.data.prepare=True"],
       cwd=REPO, capture_output=True, text=True, timeout=300,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,7 +93,7 @@ def test_the_imagenet_smoke_variant_streams_a_resnet_50_on_mock_imagenet(tmp_pat
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
        f"--config={REPO}/configs/imagenet.py:smoke", f"--workdir={workdir}",
-       f"--config.data.data_dir={tmp_path / 'tfds'}",
+       f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.prepare=True",
        f"--config.teacher.checkpoint={tmp_path / 'teacher'}"],
       cwd=REPO, capture_output=True, text=True, timeout=400,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MOCK_EXAMPLES": "60"})

@@ -39,7 +39,7 @@ def test_streamed_and_on_device_pipelines_train_alike(tmp_path):
   runs = {}
   handler = signal.getsignal(signal.SIGTERM)
   for pipeline in ("device", "stream"):
-    config = _smoke(**{"data.data_dir": str(tmp_path / "tfds"), "data.pipeline": pipeline})
+    config = _smoke(**{"data.data_dir": str(tmp_path / "tfds"), "data.prepare": True, "data.pipeline": pipeline})
     with tfds.testing.mock_data(num_examples=160):
       runs[pipeline] = train.run(config, str(tmp_path / pipeline))
   assert signal.getsignal(signal.SIGTERM) is handler  # the run's own handler is gone again
@@ -76,7 +76,7 @@ def _cli(workdir, *extra):
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
        f"--config={os.path.join(REPO, 'configs', 'fashion_mnist.py')}:smoke",
-       f"--workdir={workdir}", f"--config.data.data_dir={workdir}_tfds",
+       f"--workdir={workdir}", f"--config.data.data_dir={workdir}_tfds", "--config.data.prepare=True",
        "--config.data.manual_dir=", "--config.model.name=tests/user_models.py:LinenNet",
        "--config.data.pipeline=stream", "--config.checkpoint.every_steps=7", *extra],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

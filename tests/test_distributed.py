@@ -20,7 +20,7 @@ ARGS = [f"--config={REPO}/configs/fashion_mnist.py:smoke", "--config.data.manual
 def _launch(workdir, env_extra, tfds_dir, *extra):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu", **env_extra}
   return subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "mock_main.py"), *ARGS,
-                           f"--workdir={workdir}", f"--config.data.data_dir={tfds_dir}", *extra],
+                           f"--workdir={workdir}", f"--config.data.data_dir={tfds_dir}", "--config.data.prepare=True", *extra],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
 

@@ -74,8 +74,10 @@ def test_no_module_uses_another_modules_private_names():
       if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
           and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
           and node.value.id not in ("self", "cls") and node.value.id in own):
-        imported = {alias.asname or alias.name.split(".")[0] for imp in ast.walk(module)
-                    if isinstance(imp, (ast.Import, ast.ImportFrom)) for alias in imp.names}
+        imported = {alias.asname or alias.name.split(".")[-1] for imp in ast.walk(module)
+                    if isinstance(imp, (ast.Import, ast.ImportFrom))
+                    and (getattr(imp, "module", None) or imp.names[0].name).startswith("alphaprune")
+                    for alias in imp.names}
         assert node.value.id not in imported, (path, f"{node.value.id}.{node.attr}")
 
 

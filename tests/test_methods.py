@@ -24,7 +24,7 @@ METHODS = methods.METHODS
 def _config(tmp_path, method, **extra):
   c = fashion_mnist.get_config("smoke")
   c.method = method
-  c.data.update(data_dir=str(tmp_path / "tfds"), manual_dir="")
+  c.data.update(data_dir=str(tmp_path / "tfds"), prepare=True, manual_dir="")
   c.gmp.update_every = 2
   c.update_from_flattened_dict(extra)  # dotted keys, as on the command line
   return c

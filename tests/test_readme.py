@@ -65,7 +65,7 @@ def test_readme_model_file_runs_from_the_command_line(tmp_path):
   args = [a.replace("--workdir=runs/mine", f"--workdir={tmp_path / 'run'}")
           .replace("my_model.py:", f"{tmp_path}/my_model.py:") for a in args]
   proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "mock_main.py"), *args,
-                         f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.manual_dir="],
+                         f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.prepare=True", "--config.data.manual_dir="],
                         cwd=REPO, capture_output=True, text=True, timeout=300,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MOCK_EXAMPLES": "120"})
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,7 +19,7 @@ LAUNCHER = f"{sys.executable} {os.path.join(REPO, 'tests', 'mock_main.py')}"
 def _sweep(root, seeds, tmp_path):
   return sweep.main([f"--config={REPO}/configs/fashion_mnist.py:smoke", f"--seeds={seeds}",
                      f"--workdir={root}", "--parallel=2", f"--launcher={LAUNCHER}",
-                     f"--config.data.data_dir={tmp_path}/tfds", "--config.data.manual_dir="])
+                     f"--config.data.data_dir={tmp_path}/tfds", "--config.data.prepare=True", "--config.data.manual_dir="])
 
 
 def test_sweep_aggregates_skips_and_repeats_exactly(tmp_path, capsys):

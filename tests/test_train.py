@@ -50,7 +50,7 @@ def read_metrics(workdir):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
-  config = smoke(**{"data.data_dir": str(workdir / "tfds"), "checkpoint.keep": 2})
+  config = smoke(**{"data.data_dir": str(workdir / "tfds"), "data.prepare": True, "checkpoint.keep": 2})
   return workdir, config, run_mock(config, workdir)
 
 
@@ -139,7 +139,7 @@ def test_report_of_a_finished_run_draws_its_metrics(finished):
 def test_stage_advances_early_after_n_plateau_cuts(tmp_path):
   # min_delta so large that no epoch counts as an improvement after the first:
   # with patience 1 the learning rate is cut after every epoch but the first.
-  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "train.advance_after_cuts": 1,
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "data.prepare": True, "train.advance_after_cuts": 1,
                     "train.max_epochs_per_stage": 5, "train.plateau.patience": 1,
                     "train.plateau.min_delta": 100.0, "train.finetune_epochs": 0})
   run_mock(config, tmp_path)
@@ -191,7 +191,7 @@ def _snapshot(folder):
 def test_resuming_with_a_changed_config_is_refused(finished):
   workdir, config, _ = finished
   before = _snapshot(workdir)
-  changed = smoke(**{"data.data_dir": config.data.data_dir, "prune.keep_ratio": 0.5})
+  changed = smoke(**{"data.data_dir": config.data.data_dir, "data.prepare": True, "prune.keep_ratio": 0.5})
   with pytest.raises(ConfigError, match="prune.keep_ratio") as e:
     run_mock(changed, workdir)
   assert "\n" not in str(e.value)
@@ -208,7 +208,7 @@ def _strip(metrics):
 def test_pretraining_history_survives_a_crash_before_the_first_prune_checkpoint(
     finished, tmp_path, monkeypatch):
   _, reference_config, _ = finished
-  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "checkpoint.keep": 2})
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "data.prepare": True, "checkpoint.keep": 2})
   work = tmp_path / "run"
 
   def killed(*args, **kwargs):
@@ -259,7 +259,7 @@ def test_a_workdir_in_use_is_refused_at_once_and_left_untouched(finished, tmp_pa
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
-  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "train.optimizer": "sgd",
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "data.prepare": True, "train.optimizer": "sgd",
                     "train.learning_rate": 1e30})
   with pytest.raises(train.NonFiniteLoss) as e:
     run_mock(config, tmp_path)
@@ -278,7 +278,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
     {"loss.kind": "distillation", "prune.structure": "filter"},
 ])
 def test_other_losses_run_end_to_end(tmp_path, overrides):
-  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "train.finetune_epochs": 0,
+  config = smoke(**{"data.data_dir": str(tmp_path / "tfds"), "data.prepare": True, "train.finetune_epochs": 0,
                     **overrides})
   summary = run_mock(config, tmp_path)
   assert summary["loss"] == overrides["loss.kind"]
@@ -294,7 +294,7 @@ def test_block_form_and_augmented_cifar(tmp_path):
   whose whole units, batch-norm statistics included, end as they began."""
   import reference  # noqa: E402 (configs/ is on the path)
   config = reference.get_config("smoke")
-  config.data.update(data_dir=str(tmp_path / "tfds"), name="cifar10", manual_dir="")
+  config.data.update(data_dir=str(tmp_path / "tfds"), prepare=True, name="cifar10", manual_dir="")
   config.blend.form = "block"
   config.loss.kind = "regression"  # teacher logits per step, since CIFAR is augmented
   summary = run_mock(config, tmp_path / "augmented", examples=40)
@@ -326,7 +326,7 @@ def test_block_form_and_augmented_cifar(tmp_path):
 def test_filter_structure_exports_a_compact_model(tmp_path, model):
   import reference  # noqa: E402
   config = reference.get_config("smoke")
-  config.data.update(data_dir=str(tmp_path / "tfds"), manual_dir="")
+  config.data.update(data_dir=str(tmp_path / "tfds"), prepare=True, manual_dir="")
   config.prune.structure = "filter"
   config.model.name = model
   config.model.width = 0.125 if model == "vgg" else 0.25
@@ -346,7 +346,7 @@ def _cli(workdir, env, *extra):
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
        f"--config={os.path.join(REPO, 'configs', 'fashion_mnist.py')}:smoke",
-       f"--workdir={workdir}", f"--config.data.data_dir={workdir}_tfds",
+       f"--workdir={workdir}", f"--config.data.data_dir={workdir}_tfds", "--config.data.prepare=True",
        "--config.data.manual_dir=", "--config.model.name=tests/user_models.py:LinenNet",
        "--config.teacher.epochs=3", "--config.train.max_epochs_per_stage=4",
        "--config.train.finetune_epochs=2", *extra],

@@ -79,7 +79,7 @@ def _train_own_teacher(path, hidden=32):
 
 def _config(tmp_path, **extra):
   c = fashion_mnist.get_config("smoke")
-  c.update_from_flattened_dict({"data.data_dir": str(tmp_path / "tfds"), "data.manual_dir": "",
+  c.update_from_flattened_dict({"data.data_dir": str(tmp_path / "tfds"), "data.prepare": True, "data.manual_dir": "",
                                 "model.name": f"{USER}:LinenNet", **extra})
   return c
 
@@ -107,10 +107,10 @@ def test_a_teacher_saved_by_the_users_own_code_is_pruned(tmp_path):
 def test_a_teacher_of_another_shape_exits_2_with_one_line(tmp_path, capsys):
   _train_own_teacher(tmp_path / "small", hidden=16)
   argv = ["alphaprune", f"--config={REPO}/configs/fashion_mnist.py:smoke",
-          f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path}/tfds",
+          f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path}/tfds", "--config.data.prepare=True",
           "--config.data.manual_dir=", f"--config.model.name={USER}:LinenNet",
           f"--config.teacher.checkpoint={tmp_path / 'small'}"]
-  with tfds.testing.mock_data(num_examples=20):
+  with tfds.testing.mock_data(num_examples=60):
     code = run_cli(argv)
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2 and len(err) == 1, err
@@ -123,7 +123,7 @@ def test_compare_runs_on_a_user_nnx_model(tmp_path):
   code = compare.main([f"--config={REPO}/configs/fashion_mnist.py:smoke", "--seeds=0",
                        f"--workdir={tmp_path}", "--methods=alpha_blend,one_shot",
                        f"--launcher={launcher}", f"--config.model.name={USER}:NNXNet",
-                       f"--config.data.data_dir={tmp_path}/tfds", "--config.data.manual_dir="])
+                       f"--config.data.data_dir={tmp_path}/tfds", "--config.data.prepare=True", "--config.data.manual_dir="])
   seed = tmp_path / "keep_0.35" / "seed_0"
   assert code == 0, (seed / "one_shot.log").read_text()[-2000:]
   grid = json.loads((tmp_path / "compare.json").read_text())
@@ -189,7 +189,7 @@ def _wild_cli(tmp_path, model, *extra, examples="60"):
   return subprocess.run(
       [sys.executable, os.path.join(REPO, "tests", "mock_main.py"),
        f"--config={REPO}/configs/fashion_mnist.py:smoke", f"--workdir={tmp_path / 'run'}",
-       f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.manual_dir=",
+       f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.prepare=True", "--config.data.manual_dir=",
        f"--config.model.name={model}", "--config.teacher.epochs=1",
        "--config.train.max_epochs_per_stage=1", "--config.train.finetune_epochs=0", *extra],
       cwd=REPO, capture_output=True, text=True, timeout=300,

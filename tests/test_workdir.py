@@ -14,14 +14,17 @@ def test_a_held_workdir_is_refused_and_released_with_its_holder(tmp_path):
   workdir_lib.check_free(str(tmp_path))  # released: a resume may take it
 
 
-def test_a_saved_config_refuses_unsafe_changes_only(tmp_path):
+def test_a_saved_config_refuses_unsafe_changes_only_where_there_is_a_run_to_resume(tmp_path):
   config = config_lib.base_config()
   workdir_lib.write_config(config, str(tmp_path))
+  changed = config_lib.base_config()
+  changed.prune.keep_ratio = 0.2
+  workdir_lib.check_config(changed, str(tmp_path))  # nothing to resume: no trap
+  (tmp_path / "checkpoints" / "prune" / "0").mkdir(parents=True)  # now there is
   config.checkpoint.every_epochs = 5  # safe: where and how often to save
   workdir_lib.check_config(config, str(tmp_path))
-  config.prune.keep_ratio = 0.2
   with pytest.raises(config_lib.ConfigError, match=r"different config \(prune.keep_ratio\)"):
-    workdir_lib.check_config(config, str(tmp_path))
+    workdir_lib.check_config(changed, str(tmp_path))
   assert config_lib.changed_keys({"a": {"b": (1, 2)}, "c": 1}, {"a": {"b": [1, 2]}, "c": 2}) == ["c"]
 
 

@@ -132,10 +132,16 @@ def _local_fashion_mnist(data_dir: str, manual_dir: str | None):
   return None
 
 
-def builder(name: str, data_dir: str | None, manual_dir: str | None, download: bool):
-  """The TFDS builder of a prepared (ArrayRecord) dataset, preparing it first if it may."""
+def builder(name: str, data_dir: str | None, manual_dir: str | None, download: bool,
+            create: bool = True):
+  """The TFDS builder of a prepared (ArrayRecord) dataset, preparing it first if it may. A
+  given `data_dir` that does not exist is refused unless `create` (TFDS's default folder is
+  always created)."""
   import tensorflow_datasets as tfds
 
+  if data_dir and not create and not os.path.isdir(os.path.expanduser(data_dir)):
+    raise DataError(f"data.data_dir={data_dir} does not exist; check the path, or set "
+                    "--config.data.prepare=True to build the dataset there")
   data_dir = os.path.expanduser(data_dir or "~/tensorflow_datasets")
   if name == "fashion_mnist":
     local = _local_fashion_mnist(data_dir, manual_dir)

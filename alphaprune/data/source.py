@@ -91,18 +91,20 @@ def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
 
 def open_source(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
                 val_fraction: float = 0.1, seed: int = 0, download: bool = True,
-                max_examples: int = 0, image_size: int = 0, augment: str = "auto") -> Source:
+                max_examples: int = 0, image_size: int = 0, augment: str = "auto",
+                create_data_dir: bool = True) -> Source:
   """The prepared dataset `name` and its train / validation / test rows; `max_examples` > 0
   keeps only the first that many rows of each split (after the validation split is drawn).
 
   `image_size` > 0 is the square size the model sees, for datasets whose images vary in
   size; `augment="auto"` picks pad_crop_flip for CIFAR, inception_crop_flip for images of
-  varying size, and none otherwise.
+  varying size, and none otherwise. `create_data_dir=False` refuses a `data_dir` that does
+  not exist (the command line's default: a typo should not build a dataset somewhere new).
   """
   if name == SYNTHETIC:
     builder, stored, num_classes, test_split = _Synthetic(), (28, 28, 1), 10, "test"
   else:
-    builder = prepare.builder(name, data_dir, manual_dir, download)
+    builder = prepare.builder(name, data_dir, manual_dir, download, create_data_dir)
     features = builder.info.features
     stored, num_classes = tuple(features["image"].shape), features["label"].num_classes
     # TFDS's test split, or its validation split where the test labels are not public.
