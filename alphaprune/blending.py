@@ -36,6 +36,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from alphaprune import tree
 
@@ -82,35 +83,37 @@ def model_params(parametrisation: str, alpha, params: Mapping[str, Any], masks) 
   return tree.merge(params["teacher"], apply_masks(params["student"], masks), params["shared"])
 
 
-def init_student(key, teacher, masks, method: str = "he_normal"):
+def init_student(key, teacher, masks, method: str = "he_normal", axes=None):
   """Fresh student kernels (masked): He-initialised, He scaled to the mask (`he_sparse`),
-  or the masked teacher (`copy`)."""
+  or the masked teacher (`copy`). `axes`: {path: contracting axes} of kernels whose fan-in is
+  not all their axes but the last (DenseGeneral's; `kernels.contracting_axes`)."""
   if method == "copy":
     return jax.tree.map(lambda t, m: t * m, teacher, masks)
-  if method in ("he_normal", "he_sparse"):
-    init = jax.nn.initializers.he_normal()
-  elif method == "he_uniform":
-    init = jax.nn.initializers.he_uniform()
-  else:
+  if method not in ("he_normal", "he_uniform", "he_sparse"):
     raise ValueError(f"unknown student init {method!r}; choose one of {STUDENT_INITS}")
+  make = jax.nn.initializers.he_uniform if method == "he_uniform" else jax.nn.initializers.he_normal
   flat_t, flat_m = tree.flatten(teacher), tree.flatten(masks)
   out = {}
   for i, (path, kernel) in enumerate(flat_t.items()):
+    inputs = (axes or {}).get(path)
+    init = make() if inputs is None else make(
+        in_axis=tuple(inputs), out_axis=tuple(a for a in range(kernel.ndim) if a not in inputs))
     weights = init(jax.random.fold_in(key, i), kernel.shape, kernel.dtype)
     if method == "he_sparse":
-      weights = weights * sparse_fan_in_scale(flat_m[path])
+      weights = weights * sparse_fan_in_scale(flat_m[path], inputs)
     out[path] = weights * flat_m[path]
   return tree.unflatten(out)
 
 
-def sparse_fan_in_scale(mask):
-  """√(fan-in / kept fan-in) per output unit (the last axis; every other axis feeds it):
-  He initialisation's variance 2/fan-in becomes 2/kept fan-in, so a masked layer starts
-  with a dense He layer's output variance (Evci et al. 2022, "Gradient Flow in Sparse
-  Neural Networks"). A unit that keeps nothing is left as is."""
+def sparse_fan_in_scale(mask, inputs=None):
+  """√(fan-in / kept fan-in) per output unit (the last axis, or every axis but `inputs`, the
+  contracting ones): He initialisation's variance 2/fan-in becomes 2/kept fan-in, so a
+  masked layer starts with a dense He layer's output variance (Evci et al. 2022, "Gradient
+  Flow in Sparse Neural Networks"). A unit that keeps nothing is left as is."""
   mask = jnp.asarray(mask)
-  fan_in = mask.size // mask.shape[-1]
-  kept = jnp.sum(mask.reshape(-1, mask.shape[-1]), axis=0)
+  inputs = tuple(range(mask.ndim - 1)) if inputs is None else tuple(inputs)
+  fan_in = int(np.prod([mask.shape[a] for a in inputs]))
+  kept = jnp.sum(mask, axis=inputs, keepdims=True)
   return jnp.sqrt(fan_in / jnp.maximum(kept, 1)).astype(jnp.float32)
 
 
@@ -148,7 +151,8 @@ def _unbranch(flat: Mapping[str, Any], branch: str) -> dict[str, Any]:
   return out
 
 
-def init_params(form: str, key, teacher_variables, masks, student_init: str = "he_normal"):
+def init_params(form: str, key, teacher_variables, masks, student_init: str = "he_normal",
+                axes=None):
   """(trainable params, model_state, masks) for a blended run from a dense teacher.
 
   `teacher_variables` are the dense (layer-form) model's variables;
@@ -158,7 +162,7 @@ def init_params(form: str, key, teacher_variables, masks, student_init: str = "h
   variables = dict(teacher_variables)
   teacher_params = variables.pop("params")
   kernels, rest = split(teacher_params, masks)
-  student = init_student(key, kernels, masks, student_init)
+  student = init_student(key, kernels, masks, student_init, axes)
   if form == "layer":
     branch = branch_paths(teacher_params, masks)
     teacher, shared = tree.subset(teacher_params, branch), tree.without(teacher_params, branch)

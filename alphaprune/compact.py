@@ -48,3 +48,35 @@ def compact_variables(model, variables: Mapping[str, Any], masks: Mapping[str, A
       flat[path] = value
     out[name] = tree.unflatten(flat)
   return model.compact_fields([int(c.sum()) for c in channels]), out
+
+
+def compact_units(model, variables: Mapping[str, Any], masks: Mapping[str, Any],
+                  structure: str):
+  """(model fields of the smaller model, its variables) for `heads` or `neurons` masks: each
+  group's pruned units cut out of every member kernel along its unit axis, and out of the
+  member's bias where the bias has that axis (a head's query, key and value biases, an MLP
+  unit's first bias; not the output projection's)."""
+  groups = model.unit_groups(structure)
+  flat_masks = tree.flatten(masks)
+  cuts, kept = {}, []
+  for group in groups:
+    first, axis = group[0]
+    mask = np.asarray(flat_masks[first])
+    units = np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).any(1)
+    kept.append(int(units.sum()))
+    for path, unit_axis in group:
+      cuts[path] = (unit_axis, units)
+      bias = path.rpartition("/")[0] + "/bias"
+      rank = np.ndim(flat_masks[path])
+      cuts[bias] = (unit_axis - 1, units) if unit_axis >= 1 and rank - 1 > unit_axis - 1 else None
+  out = {}
+  for name, collection in variables.items():
+    flat = {}
+    for path, value in tree.flatten(collection).items():
+      value = np.asarray(value)
+      cut = cuts.get(path)
+      if cut is not None and cut[0] < value.ndim:
+        value = np.compress(cut[1], value, axis=cut[0])
+      flat[path] = value
+    out[name] = tree.unflatten(flat)
+  return model.compact_fields(kept, structure), out

@@ -209,6 +209,16 @@ def _check_model(c, device_count):
     if c.prune.structure == "filter":
       raise ConfigError("prune.structure=filter is not supported for imagenet_resnet yet; "
                         "use unstructured or n:m")
+  units = hasattr(models.MODELS.get(c.model.name), "unit_groups")
+  if c.prune.structure in models.UNIT_STRUCTURES and not units:
+    raise ConfigError(f"prune.structure={c.prune.structure} removes whole transformer units of "
+                      f"a model that declares them (model.name=vit); {c.model.name} does not")
+  if units and c.prune.structure == "filter":
+    raise ConfigError(f"prune.structure=filter is for conv nets; prune {c.model.name} by heads "
+                      "or neurons (or unstructured, n:m)")
+  if units and c.blend.form == "block":
+    raise ConfigError(f"blend.form=block rebuilds conv and dense units in two branches; "
+                      f"{c.model.name} runs in the layer form only")
   _positive(c.model.width, "model.width")
   hidden = tuple(c.model.hidden)
   if c.model.name == "mlp" and (not hidden or not all(

@@ -2,7 +2,8 @@
 
 The teacher is dropped; what remains is an ordinary network of the same
 family. With `filter` masks on a built-in model (which declares its channel
-groups) the pruned channels are cut out and the export is genuinely smaller;
+groups), or `heads` / `neurons` masks on the built-in ViT, the pruned channels, heads or
+hidden units are cut out and the export is genuinely smaller;
 otherwise the pruned weights are zeros inside dense kernels, and `model.json`
 says so.
 """
@@ -45,6 +46,10 @@ def _coupled(groups, layer_masks) -> bool:
 def pruned_network(plain, model_cfg: dict, num_classes: int, variables, layer_masks,
                    structure: str) -> tuple[Any, dict, Any, bool]:
   """(model, its config, its variables, compact?) of the pruned network."""
+  if structure in models.UNIT_STRUCTURES:  # heads, neurons: fewer heads, narrower MLPs
+    fields, small = compact.compact_units(plain, variables, layer_masks, structure)
+    model_cfg = {**model_cfg, **fields}
+    return models.make_model(model_cfg, num_classes), model_cfg, small, True
   groups = plain.channel_groups() if structure == "filter" else None
   if structure == "filter" and _coupled(groups, layer_masks):
     fields, small = compact.compact_variables(plain, variables, layer_masks)

@@ -21,12 +21,15 @@ import numpy as np
 from alphaprune import tree
 
 DEFAULT_INCLUDE = ()  # empty: every `kernel` of at least two dimensions
-CRITERIA = ("magnitude", "random")
+# wanda: |W|·‖X‖₂ of each input feature over a calibration sample (Sun et al. 2023), compared
+# within each output under the layer scope.
+CRITERIA = ("magnitude", "random", "wanda")
 # How the kept weights are allocated across kernels: the same fraction in every one
 # (`layer`), one ranking across all (`global`), Erdős–Rényi-Kernel densities (`erk`, Evci
 # et al. 2020) or layer-adaptive magnitude scores ranked globally (`lamp`, Lee et al. 2021).
 SCOPES = ("layer", "global", "erk", "lamp")
-STRUCTURES = ("unstructured", "filter", "n:m")
+# heads, neurons: whole attention heads and MLP hidden units (models with unit_groups()).
+STRUCTURES = ("unstructured", "filter", "n:m", "heads", "neurons")
 
 
 def prunable_paths(params: Mapping[str, Any], include: Sequence[str] = DEFAULT_INCLUDE,
@@ -55,9 +58,33 @@ def _top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
   return mask.reshape(scores.shape)
 
 
-def _scores(kernels: dict[str, np.ndarray], criterion: str, key) -> dict[str, np.ndarray]:
+def _to_inputs_first(array: np.ndarray, axes) -> tuple[np.ndarray, tuple]:
+  """`array` with its contracting `axes` (None: all but the last) moved first and flattened:
+  (fan-in, outputs...); and what undoes it."""
+  axes = tuple(range(array.ndim - 1)) if axes is None else tuple(axes)
+  rest = [a for a in range(array.ndim) if a not in axes]
+  moved = np.transpose(array, axes + tuple(rest))
+  return moved.reshape((-1,) + moved.shape[len(axes):]), (axes, rest, moved.shape)
+
+
+def _from_inputs_first(array: np.ndarray, undo) -> np.ndarray:
+  axes, rest, shape = undo
+  return np.transpose(array.reshape(shape), np.argsort(axes + tuple(rest)))
+
+
+def _scores(kernels: dict[str, np.ndarray], criterion: str, key, norms=None,
+            axes=None) -> dict[str, np.ndarray]:
   if criterion == "magnitude":
     return {p: np.abs(w) for p, w in kernels.items()}
+  if criterion == "wanda":
+    if norms is None:
+      raise ValueError("the wanda criterion needs the input norms of a calibration sample")
+    out = {}
+    for p, w in kernels.items():
+      flat, undo = _to_inputs_first(np.abs(w), (axes or {}).get(p))
+      norm = np.asarray(norms[p]).reshape(-1)
+      out[p] = _from_inputs_first(flat * norm.reshape((-1,) + (1,) * (flat.ndim - 1)), undo)
+    return out
   if criterion == "random":
     if key is None:
       raise ValueError("the random criterion needs a PRNG key")
@@ -110,6 +137,20 @@ def lamp_scores(weights: np.ndarray) -> np.ndarray:
   return scores.reshape(np.shape(weights))
 
 
+def _per_output(scores, keep_ratio, axes):
+  """Wanda's comparison group: each output keeps the same fraction of its inputs."""
+  out = {}
+  for p, score in scores.items():
+    flat, undo = _to_inputs_first(score, (axes or {}).get(p))
+    columns = flat.reshape(flat.shape[0], -1)
+    keep = keep_count(keep_ratio, columns.shape[0])
+    order = np.argsort(-columns, axis=0, kind="stable")
+    mask = np.zeros(columns.shape, bool)
+    np.put_along_axis(mask, order[:keep], True, axis=0)
+    out[p] = _from_inputs_first(mask.reshape(flat.shape), undo)
+  return out
+
+
 def _unstructured(scores, kernels, keep_ratio, scope):
   if scope in ("layer", "erk"):
     counts = keep_counts({path: w.shape for path, w in kernels.items()}, keep_ratio, scope)
@@ -128,12 +169,18 @@ def _unstructured(scores, kernels, keep_ratio, scope):
   return out
 
 
-def _n_m(scores, n, m):
-  """Keeps the `n` largest of every `m` consecutive entries along the input axis (-2)."""
+def _n_m(scores, n, m, axes=None):
+  """Keeps the `n` largest of every `m` consecutive entries along the input axis (-2), or
+  along a DenseGeneral kernel's contracting axes flattened (`axes`)."""
   out = {}
   for p, s in scores.items():
     if s.ndim < 2:
       raise ValueError(f"n:m masks need kernels with an input axis; {p} has shape {s.shape}")
+    if p in (axes or {}):
+      flat, undo = _to_inputs_first(s, axes[p])
+      out[p] = _from_inputs_first(_n_m({p: flat.reshape(flat.shape[0], -1)}, n, m)[p]
+                                  .reshape(flat.shape), undo)
+      continue
     moved = np.moveaxis(s, -2, -1)  # (..., out, in)
     size_in = moved.shape[-1]
     pad = -size_in % m
@@ -206,6 +253,24 @@ def _filter(scores, kernels, keep_ratio, groups):
   return masks
 
 
+def _units(scores, keep_ratio, unit_groups):
+  """Whole units (attention heads, MLP hidden units): in each group every member kernel
+  loses the same units along its own unit axis, ranked by the members' summed scores;
+  round(keep·units) kept a group (at least one), so the kept parameters are keep_ratio of
+  the members' (to a unit)."""
+  masks = {}
+  for group in unit_groups:
+    count = scores[group[0][0]].shape[group[0][1]]
+    total = sum(np.moveaxis(scores[path], axis, 0).reshape(count, -1).sum(1)
+                for path, axis in group)
+    kept = _top_k_mask(total, keep_count(keep_ratio, count))
+    for path, axis in group:
+      shape = [1] * scores[path].ndim
+      shape[axis] = count
+      masks[path] = np.broadcast_to(kept.reshape(shape), scores[path].shape).copy()
+  return masks
+
+
 def _uncoupled_groups(paths):
   """Without a known topology every kernel is its own group with no consumer (the kernels
   left out, the logits', keep their outputs)."""
@@ -217,7 +282,8 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
                   structure: str = "unstructured", n: int = 2, m: int = 4,
                   include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = (),
                   groups=None, chain: Sequence[str] | None = None, key=None,
-                  logits: Sequence[str] = ()) -> dict[str, Any]:
+                  logits: Sequence[str] = (), axes: Mapping[str, tuple] | None = None,
+                  norms: Mapping[str, Any] | None = None, units=None) -> dict[str, Any]:
   """Boolean masks over the prunable kernels of `params` (nested, like params).
 
   For `filter` structure, `groups` ([(producer paths, consumer paths)], from
@@ -227,8 +293,15 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   model is exactly the smaller model an export cuts out. Without them (or if
   a kernel they name is not prunable) only output channels are masked, never those of
   the `logits` kernels (the head's output axis is the classes).
+
+  `heads` and `neurons` take `units` (a model's `unit_groups(structure)`) and mask their
+  member kernels alone. `axes`: the contracting axes of kernels whose axes are not the
+  default (DenseGeneral's, `kernels.contracting_axes`); `norms`: the wanda criterion's input
+  norms (`kernels.input_norms`).
   """
   paths = prunable_paths(params, include, exclude)
+  if units is not None:
+    paths = [p for p in paths if any(p == path for group in units for path, _ in group)]
   if not paths:
     raise ValueError(f"no parameter matches prune.include={list(include)} (empty: every "
                      f"kernel of two or more dimensions) and prune.exclude={list(exclude)}")
@@ -242,11 +315,17 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
     raise ValueError(f"scope lamp ranks layer-adaptive magnitude scores; criterion {criterion!r} "
                      "has none (use criterion magnitude, or scope layer, global or erk)")
   kernels = {p: np.asarray(flat[p]) for p in paths}
-  scores = _scores(kernels, criterion, key)
-  if structure == "unstructured":
+  scores = _scores(kernels, criterion, key, norms, axes)
+  if structure == "unstructured" and criterion == "wanda" and scope == "layer":
+    masks = _per_output(scores, keep_ratio, axes)
+  elif structure == "unstructured":
     masks = _unstructured(scores, kernels, keep_ratio, scope)
   elif structure == "n:m":
-    masks = _n_m(scores, n, m)
+    masks = _n_m(scores, n, m, axes)
+  elif structure in ("heads", "neurons"):
+    if units is None:
+      raise ValueError(f"structure {structure} needs a model that declares its units")
+    masks = _units(scores, keep_ratio, units)
   elif structure == "filter":
     masks = _filter(scores, kernels, keep_ratio,
                     groups or _uncoupled_groups([p for p in paths if p not in logits]))

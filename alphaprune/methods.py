@@ -101,18 +101,19 @@ def imp_rounds_of(prune_stages: list[Stage], keep_ratio: float, rounds: int) -> 
 
 
 def initial_params(method: str, form: str, key, teacher_vars, masks, student_init: str,
-                   fresh_vars=None):
+                   fresh_vars=None, axes=None):
   """(params, model_state, masks) a method starts its pruning phase from.
 
   `fresh_vars` are a freshly initialised network's variables, used by `scratch` and
-  `distill` (which read the teacher's weights only through the mask).
+  `distill` (which read the teacher's weights only through the mask); `axes` the
+  contracting axes of DenseGeneral kernels, for He initialisation's fan-in.
   """
   if method == "alpha_blend":
-    return blending.init_params(form, key, teacher_vars, masks, student_init)
+    return blending.init_params(form, key, teacher_vars, masks, student_init, axes)
   if method in ("scratch", "distill"):
     fresh = dict(fresh_vars)
     kernels, rest = blending.split(fresh.pop("params"), masks)
-    student = blending.init_student(key, kernels, masks, student_init)
+    student = blending.init_student(key, kernels, masks, student_init, axes)
     return {"teacher": {}, "student": student, "shared": rest}, fresh, masks
   variables = dict(teacher_vars)
   kernels, rest = blending.split(variables.pop("params"), masks)

@@ -1,5 +1,6 @@
 """Flax models: LeNet-300-100 (`mlp`), `lenet5`, a small `cnn`, CIFAR-style `vgg`, CIFAR
-`resnet`, and the ImageNet ResNets (`imagenet_resnet`, ResNet-18 to -152).
+`resnet`, the ImageNet ResNets (`imagenet_resnet`, ResNet-18 to -152) and a vision
+transformer (`vit`).
 
 Convolutions and poolings go through `convolution` (fast on a CPU, XLA's own
 elsewhere); parameters are those of `nn.Conv`.
@@ -19,6 +20,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from alphaprune import convolution, usermodels
@@ -351,8 +353,114 @@ class ImageNetResNet(_UnitModel):
     return self._unit("head", UnitSpec("dense", self.num_classes, act=False), x, train, alpha)
 
 
+class Attention(nn.Module):
+  """Multi-head self-attention with Flax's layout: `query`, `key`, `value` DenseGeneral
+  kernels of [dim, heads, head_dim] and an `out` kernel of [heads, head_dim, dim]."""
+
+  heads: int
+  head_dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    dense = lambda name: nn.DenseGeneral((self.heads, self.head_dim), name=name)
+    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
+    weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim), -1)
+    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name="out")(y)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-norm (or post-norm) attention and MLP, each with a residual connection."""
+
+  heads: int
+  head_dim: int
+  mlp_dim: int
+  pre_norm: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    attend = Attention(self.heads, self.head_dim, name="attn")
+    mlp = lambda y: nn.Dense(x.shape[-1], name="mlp2")(nn.gelu(nn.Dense(self.mlp_dim,
+                                                                        name="mlp1")(y)))
+    norm1, norm2 = nn.LayerNorm(name="norm1"), nn.LayerNorm(name="norm2")
+    if self.pre_norm:
+      x = x + attend(norm1(x))
+      return x + mlp(norm2(x))
+    x = norm1(x + attend(x))
+    return norm2(x + mlp(x))
+
+
+class ViT(nn.Module):
+  """A vision transformer (Dosovitskiy et al. 2021): the image cut into patches embedded by a
+  convolution, a class token (or mean pooling) and learnt position embeddings, `depth`
+  encoder blocks, a layer norm and a linear head. `heads` and `mlp_dims` per block are a
+  compact export's (fewer heads, narrower MLPs); the class token, position embeddings,
+  biases and norms are never pruned."""
+
+  num_classes: int = 10
+  patch_size: int = 4
+  dim: int = 64
+  depth: int = 4
+  num_heads: int = 4
+  mlp_ratio: float = 2.0
+  pool: str = "token"  # "token" | "mean"
+  pre_norm: bool = True
+  heads: Sequence[int] | None = None  # per block (a compact export)
+  mlp_dims: Sequence[int] | None = None
+  blend_form: str = "layer"
+  freeze_teacher: bool = True
+
+  @property
+  def head_dim(self) -> int:
+    return self.dim // self.num_heads
+
+  def _blocks(self):
+    heads = self.heads or [self.num_heads] * self.depth
+    mlp = self.mlp_dims or [int(round(self.dim * self.mlp_ratio))] * self.depth
+    return list(zip(heads, mlp))
+
+  def channel_groups(self):
+    raise NotImplementedError("vit prunes by heads or neurons, not filters")
+
+  def unit_groups(self, structure: str):
+    """The units `structure` removes whole, one group per block: [[(kernel path, its
+    unit axis), ...], ...]. heads: each head's query, key and value columns and its rows of
+    the output projection; neurons: each MLP hidden unit's column and row."""
+    blocks = [f"block{i + 1}" for i in range(self.depth)]
+    if structure == "heads":
+      return [[(f"{b}/attn/{name}/kernel", 1) for name in ("query", "key", "value")]
+              + [(f"{b}/attn/out/kernel", 0)] for b in blocks]
+    if structure == "neurons":
+      return [[(f"{b}/mlp1/kernel", 1), (f"{b}/mlp2/kernel", 0)] for b in blocks]
+    raise ValueError(f"vit has no {structure!r} units; use heads or neurons")
+
+  def compact_fields(self, kept, structure: str):
+    heads, mlp = zip(*self._blocks())
+    if structure == "heads":
+      return {"heads": list(kept), "mlp_dims": list(mlp)}
+    return {"heads": list(heads), "mlp_dims": list(kept)}
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, alpha=None):
+    del train, alpha  # no dropout, no batch statistics; layer form only
+    p = self.patch_size
+    x = nn.Conv(self.dim, (p, p), (p, p), padding="VALID", name="embed",
+                conv_general_dilated=convolution.conv_general_dilated)(x)
+    x = x.reshape((x.shape[0], -1, self.dim))
+    if self.pool == "token":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, self.dim))
+      x = jnp.concatenate([jnp.tile(cls, (x.shape[0], 1, 1)), x], axis=1)
+    x = x + self.param("pos", nn.initializers.normal(0.02), (1,) + x.shape[1:])
+    for i, (heads, mlp_dim) in enumerate(self._blocks()):
+      x = EncoderBlock(heads, self.head_dim, mlp_dim, self.pre_norm, name=f"block{i + 1}")(x)
+    x = nn.LayerNorm(name="norm")(x)
+    x = x[:, 0] if self.pool == "token" else jnp.mean(x, axis=1)
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
 MODELS = {"mlp": MLP, "lenet5": LeNet5, "cnn": CNN, "vgg": VGG, "resnet": ResNet,
-          "imagenet_resnet": ImageNetResNet}
+          "imagenet_resnet": ImageNetResNet, "vit": ViT}
+UNIT_STRUCTURES = ("heads", "neurons")  # whole transformer units (models with unit_groups)
 
 
 def make_model(model_config: Any, num_classes: int, blend_form: str = "layer",

@@ -33,12 +33,13 @@ import ml_collections
 import numpy as np
 
 from alphaprune import blending, checkpoint, devices, export, losses, masks as masks_lib
-from alphaprune import methods, models, preemption, rngs, schedules, steps, tree, usermodels
+from alphaprune import kernels, methods, models, preemption, rngs, schedules, steps, tree
+from alphaprune import usermodels
 from alphaprune import workdir as workdir_lib
 from alphaprune import optimizer as opt_lib
 from alphaprune import data
 from alphaprune.config import ConfigError, check_pipeline, schedule_of, validate
-from alphaprune.data import pipeline as data_pipeline
+from alphaprune.data import augment as augment_lib, pipeline as data_pipeline
 
 
 class NonFiniteLoss(RuntimeError):
@@ -154,7 +155,11 @@ def preflight(config, workdir) -> tuple[data.Source, str, models.nn.Module, list
 
 
 def check_prunable(config, model, image_shape) -> None:
-  """prune.include and prune.exclude must leave kernels to prune, and nothing else."""
+  """prune.include and prune.exclude must leave kernels to prune, and nothing else; Wanda
+  reads activations from Linen modules."""
+  if config.prune.criterion == "wanda" and isinstance(model, usermodels.NNXModel):
+    raise ConfigError(f"prune.criterion=wanda reads each layer's inputs from Linen modules; "
+                      f"{config.model.name} is an NNX module: use magnitude or random")
   params = export.abstract_variables(model, image_shape)["params"]
   prune = config.prune
   paths = masks_lib.prunable_paths(params, prune.include, prune.exclude)
@@ -326,18 +331,23 @@ def choose_masks(config, teacher, plain, source: data.Source) -> dict:
   """Fixed masks over the prunable kernels, chosen once from the teacher's weights."""
   prune = config.prune
   teacher_params = teacher["params"]
-  groups, logits = None, ()
+  groups, logits, units = None, (), None
   if prune.structure == "filter":
     groups = plain.channel_groups()
     if groups is None:  # a user's model: its head keeps every class
       paths = masks_lib.prunable_paths(teacher_params, prune.include, prune.exclude)
       logits = usermodels.logits_kernels(plain, teacher, source.image_shape, paths,
                                          source.num_classes)
+  elif prune.structure in models.UNIT_STRUCTURES:
+    units = plain.unit_groups(prune.structure)
+  axes = kernels.contracting_axes(plain, teacher, source.image_shape)
+  norms = (kernels.input_norms(plain, teacher, calibration_images(config, source))
+           if prune.criterion == "wanda" else None)
   masks = masks_lib.compute_masks(
       jax.device_get(teacher_params), keep_ratio=prune.keep_ratio, criterion=prune.criterion,
       scope=prune.scope, structure=prune.structure, n=prune.n, m=prune.m,
       include=prune.include, exclude=prune.exclude, groups=groups, logits=logits,
-      key=rngs.key(config.seed, rngs.MASKS))
+      key=rngs.key(config.seed, rngs.MASKS), axes=axes, norms=norms, units=units)
   counts = masks_lib.param_counts(teacher_params, masks)
   for path, mask in tree.flatten(masks).items():
     _print(f"  prunable {path} {'×'.join(map(str, np.shape(mask)))}: "
@@ -346,6 +356,17 @@ def choose_masks(config, teacher, plain, source: data.Source) -> dict:
          f"kept ({counts['kept_prunable_params'] / counts['prunable_params']:.4f}); "
          f"{counts['params_total_after']}/{counts['params_total_before']} parameters in all")
   return masks
+
+
+CALIBRATION = 256  # training images whose activations Wanda's criterion reads
+
+
+def calibration_images(config, source: data.Source):
+  """A seeded sample of the training set, normalised: the batch Wanda reads activations of."""
+  rows = np.random.default_rng([config.seed, rngs.MASKS]).choice(
+      source.rows["train"], min(CALIBRATION, source.num_examples("train")), replace=False)
+  images = data.read(source, "train", np.sort(rows), resized=True)["image"]
+  return augment_lib.normalise(images, source.mean, source.std)
 
 
 # ------------------------------------------------------------------ the α-stages
@@ -370,7 +391,7 @@ def prune_phase(ctx: Context, teacher, masks,
            if config.method in ("scratch", "distill") else None)
   params, model_state, start_masks = methods.initial_params(
       config.method, parametrisation, key, jax.device_get(teacher), masks, config.prune.init,
-      fresh_vars=fresh)
+      fresh_vars=fresh, axes=kernels.contracting_axes(ctx.plain, teacher, ctx.source.image_shape))
   opt = opt_lib.make_optimizer(optimizer=config.train.optimizer,
                                learning_rate=config.train.learning_rate,
                                momentum=config.train.momentum,

@@ -18,6 +18,8 @@ fine-tuning epochs); `original` the original experiments' recipe on that conv ne
 a 2-core CPU: SGD with momentum at 0.001, the exponential schedule (rate 0.05: 60 stages),
 the rate reset each stage and cut on plateaus inside it (stages of 3 epochs, patience 1), on
 12,000 training images;
+`vit` a vision transformer (patches of 4×4, width 48, 3 pre-norm blocks of 4 heads, MLP
+ratio 2, class token) at compare size, Adam; `vit_smoke` it at smoke size;
 `smoke` seconds on the same real data (a first try; tests run it on TFDS mock data).
 
   python -m alphaprune.main --config=configs/fashion_mnist.py:cnn --workdir=runs/fmnist_cnn
@@ -38,6 +40,27 @@ def _linear(c, *, teacher_epochs, stages, epochs_per_stage, finetune_epochs):
   c.schedule.num_stages = stages
   c.train.max_epochs_per_stage = epochs_per_stage
   c.train.finetune_epochs = finetune_epochs
+
+
+def _vit(c, dim=48, depth=3, heads=4):
+  c.model.name = "vit"
+  c.model.depth = depth
+  c.model.kwargs = {"patch_size": 4, "dim": dim, "num_heads": heads, "mlp_ratio": 2.0,
+                    "pool": "token", "pre_norm": True}
+
+
+def _smoke(c):
+  """Seconds: a small model, 2 teacher epochs, 2 α-stages of 2 epochs, 1 fine-tuning epoch."""
+  c.data.batch_size = 32
+  c.data.eval_batch_size = 50
+  c.data.val_fraction = 0.2
+  c.model.hidden = (32, 16)
+  c.teacher.epochs = 2
+  c.schedule.kind = "explicit"
+  c.schedule.alphas = (0.5, 0.0)
+  c.train.max_epochs_per_stage = 2
+  c.train.finetune_epochs = 1
+  c.report.enabled = False
 
 
 def _convnet(c):
@@ -101,18 +124,16 @@ def get_config(variant: str = ""):
     c.report.enabled = False
   elif variant == "original":
     _original_recipe(c)
-  elif variant == "smoke":
-    c.data.batch_size = 32
-    c.data.eval_batch_size = 50
-    c.data.val_fraction = 0.2
-    c.model.hidden = (32, 16)
-    c.teacher.epochs = 2
-    c.schedule.kind = "explicit"
-    c.schedule.alphas = (0.5, 0.0)
-    c.train.max_epochs_per_stage = 2
-    c.train.finetune_epochs = 1
+  elif variant == "vit":
+    _vit(c)
+    _linear(c, teacher_epochs=20, stages=4, epochs_per_stage=2, finetune_epochs=2)
     c.report.enabled = False
+  elif variant == "vit_smoke":
+    _vit(c, dim=16, depth=2, heads=2)
+    _smoke(c)
+  elif variant == "smoke":
+    _smoke(c)
   elif variant:
     raise ValueError(f"unknown variant {variant!r}; use quick, compare, cnn, cnn_compare, "
-                     "convnet_compare, original or smoke")
+                     "convnet_compare, original, vit, vit_smoke or smoke")
   return c

@@ -218,3 +218,15 @@ def test_he_sparse_starts_a_masked_layer_at_a_dense_he_layers_output_variance():
   assert variance("he_sparse", mask) == pytest.approx(dense, rel=0.05)
   sparse = blend.init_student(jax.random.key(1), zeros, mask, "he_sparse")["d"]["kernel"]
   assert np.all(np.asarray(sparse)[~np.asarray(mask["d"]["kernel"])] == 0)
+
+
+def test_he_init_of_a_dense_general_kernel_uses_its_contracting_axes():
+  """A query kernel [64 inputs, 4 heads, 16]: fan-in 64, so std √(2/64); JAX's default axes
+  would take 4·64 and start it half as large."""
+  kernel = {"q": {"kernel": jnp.zeros((64, 4, 16))}}
+  ones = {"q": {"kernel": jnp.ones((64, 4, 16), bool)}}
+  right = blend.init_student(jax.random.key(0), kernel, ones, "he_normal",
+                             axes={"q/kernel": (0,)})["q"]["kernel"]
+  assert float(jnp.std(right)) == pytest.approx(np.sqrt(2 / 64), rel=0.05)
+  default = blend.init_student(jax.random.key(0), kernel, ones, "he_normal")["q"]["kernel"]
+  assert float(jnp.std(default)) == pytest.approx(np.sqrt(2 / 256), rel=0.05)

@@ -96,3 +96,32 @@ print("ok")
 """
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
   assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("structure", ["heads", "neurons"])
+def test_a_transformer_without_its_pruned_heads_or_neurons_gives_the_masked_logits(structure):
+  """The ViT masked by whole heads (a head's query, key and value columns and its output
+  rows) or MLP units (a unit's column and row) computes what the smaller ViT cut out of it
+  computes, with nonzero biases (a masked head still has them)."""
+  config = {"name": "vit", "depth": 2, "kwargs": {"dim": 16, "num_heads": 4, "mlp_ratio": 2.0}}
+  model = models.make_model(config, 10)
+  x = jax.random.normal(jax.random.key(2), (3, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x)
+  rng = np.random.default_rng(1)
+  variables = {"params": jax.tree.map(lambda v: np.asarray(v) + rng.normal(0, 0.1, v.shape)
+                                      .astype(np.float32), variables["params"])}
+  units = model.unit_groups(structure)
+  masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.5, structure=structure,
+                                  units=units)
+  flat_masks = tree.flatten(masks)
+  assert set(flat_masks) == {path for group in units for path, _ in group}
+  params = tree.unflatten({p: v * flat_masks[p] if p in flat_masks else v
+                           for p, v in tree.flatten(variables["params"]).items()})
+  fields, small = compact.compact_units(model, {"params": params}, masks, structure)
+  assert fields == ({"heads": [2, 2], "mlp_dims": [32, 32]} if structure == "heads"
+                    else {"heads": [4, 4], "mlp_dims": [16, 16]})
+  smaller = models.make_model({**config, **fields}, 10)
+  np.testing.assert_allclose(smaller.apply(small, x), model.apply({"params": params}, x),
+                             atol=1e-5, rtol=1e-5)
+  kept = sum(int(np.sum(m)) for m in flat_masks.values())
+  assert kept == sum(np.asarray(tree.flatten(small["params"])[p]).size for p in flat_masks)

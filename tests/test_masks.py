@@ -204,3 +204,35 @@ def test_lamp_scores_and_masks_by_hand():
   with pytest.raises(ValueError, match="criterion"):
     masks_lib.compute_masks(params, keep_ratio=0.5, scope="lamp", criterion="random",
                             key=jax.random.key(0))
+
+
+def test_wanda_scores_weights_by_their_inputs_norms_and_compares_within_each_output():
+  """Scores |W|·‖X‖: column 0 is [1·10, 2·1, 3·2] = [10, 2, 6], column 1 [4·10, 1, 0.5·2];
+  each output keeps round(0.34·3) = 1 input, its best: input 0 for both, although by
+  magnitude alone column 0 would keep input 2 (|−3|)."""
+  w = np.array([[1.0, -4.0], [2.0, 1.0], [-3.0, 0.5]])
+  norms = {"d/kernel": np.array([10.0, 1.0, 2.0])}
+  wanda = masks_lib.compute_masks({"d": {"kernel": w}}, keep_ratio=0.34, criterion="wanda",
+                                  norms=norms)["d"]["kernel"]
+  assert wanda.tolist() == [[True, True], [False, False], [False, False]]
+  magnitude = masks_lib.compute_masks({"d": {"kernel": w}}, keep_ratio=0.34)["d"]["kernel"]
+  assert magnitude[2, 0] and not magnitude[0, 0]
+  # A DenseGeneral kernel [2 inputs, 2 heads, 2]: its norms are per input, outputs are (2, 2).
+  general = np.arange(1.0, 9.0).reshape(2, 2, 2)
+  got = masks_lib.compute_masks({"q": {"kernel": general}}, keep_ratio=0.5, criterion="wanda",
+                                norms={"q/kernel": np.array([100.0, 1.0])},
+                                axes={"q/kernel": (0,)})["q"]["kernel"]
+  assert got[0].all() and not got[1].any()  # every output keeps the input of norm 100
+
+
+def test_n_m_groups_run_along_a_dense_general_kernels_contracting_axes():
+  # query-like kernel [8 inputs, 2 heads, 3]: groups of 4 along the 8 inputs, per output
+  w = np.random.default_rng(0).normal(size=(8, 2, 3))
+  got = masks_lib.compute_masks({"q": {"kernel": w}}, structure="n:m", n=2, m=4,
+                                axes={"q/kernel": (0,)})["q"]["kernel"]
+  np.testing.assert_array_equal(got.reshape(2, 4, 2, 3).sum(1), 2)
+  for h in range(2):
+    for d in range(3):
+      for g in range(2):
+        column = np.abs(w[4 * g:4 * g + 4, h, d])
+        assert set(np.flatnonzero(got[4 * g:4 * g + 4, h, d])) == set(np.argsort(-column)[:2])

@@ -1,8 +1,12 @@
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 from alphaprune import models, tree
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("config,shape,classes", [
@@ -52,3 +56,29 @@ def test_imagenet_resnets_have_the_published_sizes():
     assert tree.count(variables["params"]) == count
     out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 64, 64, 3))), variables)
     assert out.shape == (1, 1000)
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "heads", "neurons"])
+def test_the_vit_runs_the_smoke_pipeline_from_the_command_line(tmp_path, structure):
+  """The built-in ViT through the whole pipeline: unstructured masks export its shapes with
+  zeros; heads and neurons export a smaller ViT whose accuracy is the masked model's."""
+  import json
+
+  import tensorflow_datasets as tfds
+  from cli import run_cli
+  workdir = tmp_path / "run"
+  argv = ["alphaprune", f"--config={REPO}/configs/fashion_mnist.py:vit_smoke",
+          f"--workdir={workdir}", f"--config.data.data_dir={tmp_path}/tfds",
+          "--config.data.prepare=True", "--config.data.manual_dir=",
+          f"--config.prune.structure={structure}", "--config.teacher.epochs=1"]
+  with tfds.testing.mock_data(num_examples=60):
+    assert run_cli(argv) == 0
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["pruned_test_accuracy"] == summary["blended_alpha0_test_accuracy"]
+  meta = json.loads((workdir / "export" / "model.json").read_text())
+  assert meta["compact"] == (structure != "unstructured")
+  if structure == "heads":
+    assert meta["model"]["heads"] == [1, 1]  # of 2 a block, at keep 0.35
+  if structure == "neurons":
+    assert meta["model"]["mlp_dims"] == [11, 11]  # round(0.35 · 32)
+  assert summary["params_total_after"] < summary["params_total_before"]

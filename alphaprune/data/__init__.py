@@ -15,6 +15,6 @@ alone (this package's `__init__` imports nothing heavier than NumPy and JAX).
 """
 
 from alphaprune.data.prepare import DEBIAN_FASHION_MNIST, DataError, has_idx_files
-from alphaprune.data.source import Source, open_source
+from alphaprune.data.source import Source, open_source, read
 
-__all__ = ["DEBIAN_FASHION_MNIST", "DataError", "Source", "has_idx_files", "open_source"]
+__all__ = ["DEBIAN_FASHION_MNIST", "DataError", "Source", "has_idx_files", "open_source", "read"]
