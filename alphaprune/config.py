@@ -23,7 +23,7 @@ SIZES = ("cpu", "accelerator")
 # Keys that may differ when a run resumes in an existing workdir: where data
 # lives, how often to checkpoint, how much to print. Anything else would make
 # the resumed run a different experiment.
-SAFE_TO_CHANGE = ("sized_for", "data.data_dir", "data.manual_dir", "data.download", "data.prepare",
+SAFE_TO_CHANGE = ("sized_for", "compile_cache", "data.data_dir", "data.manual_dir", "data.download", "data.prepare",
                   "data.eval_batch_size", "data.read_threads", "data.prefetch",
                   "checkpoint.every_epochs", "checkpoint.every_steps", "checkpoint.keep",
                   "report.enabled")
@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.method = "alpha_blend"
   # "accelerator": sized for a GPU or TPU; the driver warns when it finds only a CPU.
   c.sized_for = "cpu"
+  # JAX's persistent compilation cache: a folder, "" (the per-user default), or "off"
+  # (ALPHAPRUNE_COMPILE_CACHE overrides it).
+  c.compile_cache = ""
 
   # pipeline: "device" holds the splits in device memory; "stream" reads them batch by batch
   # (Grain); "auto" picks device when they fit comfortably. image_size: the square size the
@@ -98,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
                    learning_rate=1e-3)
   c.prune = dict(keep_ratio=0.35, criterion="magnitude", scope="layer",
                  structure="unstructured", n=2, m=4, include=masks.DEFAULT_INCLUDE,
-                 exclude=(), init="he_normal")
+                 exclude=(), init="he_normal", round_to=1)
   # rescale_student_grad: scale the student's gradient by min(1 / (1 − α), rescale_cap),
   # undoing the layer form's (1 − α) factor (which Adam normalises away and SGD does not).
   c.blend = dict(form="layer", rescale_student_grad=False, rescale_cap=20.0)
@@ -109,6 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
                  advance_after_cuts=0, finetune_epochs=0, reset_momentum=False,
                  baseline_stages="equal",
                  log_student_norms=False,  # the student's mean gradient and update norms
+                 compute_dtype="float32",  # or bfloat16: the forward and backward pass
                  plateau=dict(factor=0.1, patience=10, cooldown=0, min_delta=1e-4, min_lr=0.0))
   c.loss = dict(kind="classification", target="teacher", reduction="mean", temperature=4.0,
                 distill_weight=0.5)
@@ -246,6 +250,11 @@ def _check_pruning(c, device_count):
                           f"({e}); fix the pattern") from None
   _choice(p.scope, masks.SCOPES, "prune.scope")
   _choice(p.structure, masks.STRUCTURES, "prune.structure")
+  if not isinstance(p.round_to, int) or p.round_to < 1:
+    raise ConfigError(f"prune.round_to={p.round_to!r} must be a whole number >= 1 (e.g. 8)")
+  if p.round_to > 1 and p.structure not in ("filter", "heads", "neurons"):
+    raise ConfigError(f"prune.round_to={p.round_to} rounds channel, head or unit counts; "
+                      f"prune.structure={p.structure} keeps none: set it to 1")
   if p.scope != "layer" and p.structure != "unstructured":
     raise ConfigError(f"prune.scope={p.scope} allocates unstructured masks only, not "
                       f"{p.structure}; use prune.scope=layer")
@@ -306,6 +315,7 @@ def _check_training(c, device_count):
   if t.advance_after_cuts < 0 or t.finetune_epochs < 0:
     raise ConfigError("train.advance_after_cuts and train.finetune_epochs must be >= 0")
   _choice(t.baseline_stages, methods.BASELINE_STAGES, "train.baseline_stages")
+  _choice(t.compute_dtype, ("float32", "bfloat16"), "train.compute_dtype")
   if not isinstance(c.imp.rounds, int) or c.imp.rounds < 0:
     raise ConfigError(f"imp.rounds={c.imp.rounds!r} must be a whole number >= 0 (0: one round "
                       "a stage)")

@@ -85,3 +85,21 @@ def memory_bytes() -> int:
   if stats.get("bytes_limit"):
     return int(stats["bytes_limit"])
   return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def use_compilation_cache(setting: str) -> str | None:
+  """Turns on JAX's persistent compilation cache (a second identical run, a resume and every
+  `compare` run after the first reuse their compiled programs): `setting` is a folder, "" for
+  the per-user default ($XDG_CACHE_HOME or ~/.cache, then alphaprune/jax), or "off". The
+  environment variable ALPHAPRUNE_COMPILE_CACHE overrides it, and JAX's own
+  JAX_COMPILATION_CACHE_DIR, where set, is left to JAX. Returns the folder used (None: off)."""
+  setting = os.environ.get("ALPHAPRUNE_COMPILE_CACHE", setting)
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+  if setting == "off":
+    return None
+  folder = setting or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "alphaprune", "jax")
+  jax.config.update("jax_compilation_cache_dir", folder)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+  return folder

@@ -199,9 +199,18 @@ def chain_groups(chain: Sequence[str]) -> list[tuple[list[str], list[str]]]:
   return [([a], [b]) for a, b in zip(chain, chain[1:])]
 
 
-def _filter_counts(shapes, groups, fraction):
+def rounded(count: float, total: int, multiple: int = 1) -> int:
+  """round(count), at least one, at most `total`, and a multiple of `multiple` (or `total`
+  itself): channel, head and unit counts a device's kernels like (multiples of 8)."""
+  if multiple <= 1:
+    return min(total, max(1, int(round(count))))
+  return min(total, max(multiple, int(round(count / multiple)) * multiple))
+
+
+def _filter_counts(shapes, groups, fraction, multiple=1):
   """Kept channels per group and the kept parameters, for a uniform kept fraction."""
-  kept = [max(1, int(round(fraction * shapes[prods[0]][-1]))) for prods, _ in groups]
+  kept = [rounded(fraction * shapes[prods[0]][-1], shapes[prods[0]][-1], multiple)
+          for prods, _ in groups]
   out_of = {p: i for i, (prods, _) in enumerate(groups) for p in prods}
   in_of = {p: i for i, (_, cons) in enumerate(groups) for p in cons}
   total = 0
@@ -217,7 +226,7 @@ def _filter_counts(shapes, groups, fraction):
   return kept, total
 
 
-def _filter(scores, kernels, keep_ratio, groups):
+def _filter(scores, kernels, keep_ratio, groups, multiple=1):
   """Whole channels by L1 norm, chosen per channel group.
 
   All producers of a group lose the same output channels (summed L1 norm
@@ -225,18 +234,18 @@ def _filter(scores, kernels, keep_ratio, groups):
   a flatten sits between them: NHWC puts the channel fastest). Kernels that
   produce into no group (the logits) keep their outputs. The kept fraction of
   channels, the same for every group, is chosen so that the kept parameters
-  are `keep_ratio` of the prunable ones (± one channel per group).
+  are `keep_ratio` of the prunable ones (± one channel per group, or `multiple`).
   """
   shapes = {p: w.shape for p, w in kernels.items()}
   target = keep_ratio * sum(w.size for w in kernels.values())
   lo, hi = 0.0, 1.0
   for _ in range(60):  # bisection on the kept fraction of channels
     mid = (lo + hi) / 2
-    if _filter_counts(shapes, groups, mid)[1] < target:
+    if _filter_counts(shapes, groups, mid, multiple)[1] < target:
       lo = mid
     else:
       hi = mid
-  kept, _ = min((_filter_counts(shapes, groups, f) for f in (lo, hi)),
+  kept, _ = min((_filter_counts(shapes, groups, f, multiple) for f in (lo, hi)),
                 key=lambda c: abs(c[1] - target))
   channel_masks = []
   for (prods, _), k in zip(groups, kept):
@@ -253,7 +262,7 @@ def _filter(scores, kernels, keep_ratio, groups):
   return masks
 
 
-def _units(scores, keep_ratio, unit_groups):
+def _units(scores, keep_ratio, unit_groups, multiple=1):
   """Whole units (attention heads, MLP hidden units): in each group every member kernel
   loses the same units along its own unit axis, ranked by the members' summed scores;
   round(keep·units) kept a group (at least one), so the kept parameters are keep_ratio of
@@ -263,7 +272,7 @@ def _units(scores, keep_ratio, unit_groups):
     count = scores[group[0][0]].shape[group[0][1]]
     total = sum(np.moveaxis(scores[path], axis, 0).reshape(count, -1).sum(1)
                 for path, axis in group)
-    kept = _top_k_mask(total, keep_count(keep_ratio, count))
+    kept = _top_k_mask(total, rounded(keep_ratio * count, count, multiple))
     for path, axis in group:
       shape = [1] * scores[path].ndim
       shape[axis] = count
@@ -283,7 +292,8 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
                   include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = (),
                   groups=None, chain: Sequence[str] | None = None, key=None,
                   logits: Sequence[str] = (), axes: Mapping[str, tuple] | None = None,
-                  norms: Mapping[str, Any] | None = None, units=None) -> dict[str, Any]:
+                  norms: Mapping[str, Any] | None = None, units=None,
+                  round_to: int = 1) -> dict[str, Any]:
   """Boolean masks over the prunable kernels of `params` (nested, like params).
 
   For `filter` structure, `groups` ([(producer paths, consumer paths)], from
@@ -297,7 +307,8 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   `heads` and `neurons` take `units` (a model's `unit_groups(structure)`) and mask their
   member kernels alone. `axes`: the contracting axes of kernels whose axes are not the
   default (DenseGeneral's, `kernels.contracting_axes`); `norms`: the wanda criterion's input
-  norms (`kernels.input_norms`).
+  norms (`kernels.input_norms`). `round_to`: channels, heads or units kept a group rounded
+  to a multiple of it (filter, heads, neurons), for the shapes a device computes fastest.
   """
   paths = prunable_paths(params, include, exclude)
   if units is not None:
@@ -325,10 +336,10 @@ def compute_masks(params: Mapping[str, Any], *, keep_ratio: float = 0.35,
   elif structure in ("heads", "neurons"):
     if units is None:
       raise ValueError(f"structure {structure} needs a model that declares its units")
-    masks = _units(scores, keep_ratio, units)
+    masks = _units(scores, keep_ratio, units, round_to)
   elif structure == "filter":
     masks = _filter(scores, kernels, keep_ratio,
-                    groups or _uncoupled_groups([p for p in paths if p not in logits]))
+                    groups or _uncoupled_groups([p for p in paths if p not in logits]), round_to)
   else:
     raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
   return tree.unflatten({p: np.asarray(masks[p], bool) for p in paths})

@@ -307,50 +307,101 @@ IMAGENET_RESNET_LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 
 class ImageNetResNet(_UnitModel):
   """ResNet-18/34/50/101/152 for ImageNet (He et al. 2016; v1.5: a bottleneck block strides
   in its 3×3 convolution): 7×7/2 stem, 3×3/2 max-pool, four stages, projection shortcuts
-  where the shape changes, global average pooling. Filter pruning is not supported yet."""
+  where the shape changes, global average pooling."""
 
   num_classes: int = 1000
   depth: int = 50
   width: float = 1.0  # channel multiplier: 64·width in the stem
+  # Explicit widths (a compact export): the stem's output, each stage's residual stream,
+  # and the inside of each block in block order (a bottleneck has two: after its conv1 and
+  # after its conv2).
+  stem_width: int | None = None
+  stage_widths: Sequence[int] | None = None
+  inner_widths: Sequence[int] | None = None
   blend_form: str = "layer"
   freeze_teacher: bool = True  # block form: the teacher's units in evaluation mode
 
+  def _layout(self):
+    """(block kind, blocks per stage, stem width, stage widths, inner widths)."""
+    kind, blocks = IMAGENET_RESNET_LAYOUTS[self.depth]
+    base = max(1, int(round(64 * self.width)))
+    expansion, inside = (4, 2) if kind == "bottleneck" else (1, 1)
+    stages = self.stage_widths or [base * 2**s * expansion for s in range(4)]
+    inner = self.inner_widths or [base * 2**s for s, n in enumerate(blocks)
+                                  for _ in range(n * inside)]
+    return kind, blocks, self.stem_width or base, stages, inner
+
+  @staticmethod
+  def _projects(kind: str, stage: int, block: int) -> bool:
+    """Whether a block has a projection shortcut: the first of a stage that strides or
+    widens the stream (decided by the layout, not by the widths, so a compact export whose
+    widths happen to match keeps its projections)."""
+    return block == 0 and (stage > 0 or kind == "bottleneck")
+
   def channel_groups(self):
-    raise NotImplementedError("imagenet_resnet does not support filter pruning yet")
+    """As the CIFAR ResNet's: one group per residual stream (its producers: the stage's
+    projection and every block's last conv; its readers: every block's first conv and the
+    next stage's projection, or the head), the stem's own output where a projection reads
+    it (bottleneck) or else part of stage 1's stream, and one group inside each block per
+    conv that feeds another."""
+    kind, blocks = IMAGENET_RESNET_LAYOUTS[self.depth]
+    convs = ("conv1", "conv2", "conv3") if kind == "bottleneck" else ("conv1", "conv2")
+    names = [[f"s{s + 1}b{b + 1}" for b in range(n)] for s, n in enumerate(blocks)]
+    stem_apart = self._projects(kind, 0, 0)
+    groups = ([([_conv("stem")], [_conv("s1b1_conv1"), _conv("s1b1_proj")])]
+              if stem_apart else [])
+    for s, stage in enumerate(names):
+      projects = self._projects(kind, s, 0)
+      producers = ([_conv(f"{stage[0]}_proj")] if projects else [_conv("stem")])
+      producers += [_conv(f"{b}_{convs[-1]}") for b in stage]
+      consumers = [_conv(f"{b}_conv1") for b in (stage[1:] if projects else stage)]
+      consumers += ([_conv(f"{names[s + 1][0]}_conv1"), _conv(f"{names[s + 1][0]}_proj")]
+                    if s < 3 else [_dense("head")])
+      groups.append((producers, consumers))
+    for b in (b for stage in names for b in stage):
+      groups += [([_conv(f"{b}_{a}")], [_conv(f"{b}_{z}")]) for a, z in zip(convs, convs[1:])]
+    return groups
+
+  def compact_fields(self, kept):
+    kind, _ = IMAGENET_RESNET_LAYOUTS[self.depth]
+    streams = 5 if self._projects(kind, 0, 0) else 4
+    return {"stem_width": kept[0], "stage_widths": list(kept[streams - 4:streams]),
+            "inner_widths": list(kept[streams:])}
 
   @nn.compact
   def __call__(self, x, train: bool = False, alpha=None):
-    kind, blocks = IMAGENET_RESNET_LAYOUTS[self.depth]
-    base = max(1, int(round(64 * self.width)))
-    expansion = 4 if kind == "bottleneck" else 1
-    x = self._unit("stem", UnitSpec("conv", base, (7, 7), (2, 2), norm=True), x, train, alpha)
+    kind, blocks, stem, stages, inner = self._layout()
+    x = self._unit("stem", UnitSpec("conv", stem, (7, 7), (2, 2), norm=True), x, train, alpha)
     x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+    widths = iter(inner)
     for stage, n in enumerate(blocks):
-      inner = base * 2**stage
-      features = inner * expansion
       for block in range(n):
         name = f"s{stage + 1}b{block + 1}"
         strides = (2, 2) if stage > 0 and block == 0 else (1, 1)
         shortcut = x
-        if strides != (1, 1) or x.shape[-1] != features:
-          shortcut = self._unit(f"{name}_proj",
-                                UnitSpec("conv", features, (1, 1), strides, norm=True, act=False),
+        if self._projects(kind, stage, block):
+          shortcut = self._unit(f"{name}_proj", UnitSpec("conv", stages[stage], (1, 1), strides,
+                                                         norm=True, act=False),
                                 x, train, alpha)
-        if kind == "bottleneck":
-          y = self._unit(f"{name}_conv1", UnitSpec("conv", inner, (1, 1), norm=True),
-                         x, train, alpha)
-          y = self._unit(f"{name}_conv2", UnitSpec("conv", inner, strides=strides, norm=True),
-                         y, train, alpha)
-          y = self._unit(f"{name}_conv3", UnitSpec("conv", features, (1, 1), norm=True,
-                                                   act=False), y, train, alpha)
-        else:
-          y = self._unit(f"{name}_conv1", UnitSpec("conv", inner, strides=strides, norm=True),
-                         x, train, alpha)
-          y = self._unit(f"{name}_conv2", UnitSpec("conv", features, norm=True, act=False),
-                         y, train, alpha)
-        x = nn.relu(y + shortcut)
+        x = nn.relu(self._block(kind, name, widths, stages[stage], strides, x, train, alpha)
+                    + shortcut)
     x = jnp.mean(x, axis=(1, 2))
     return self._unit("head", UnitSpec("dense", self.num_classes, act=False), x, train, alpha)
+
+  def _block(self, kind, name, widths, features, strides, x, train, alpha):
+    """A block's residual branch: 1×1, 3×3 (strided), 1×1 (bottleneck) or 3×3 (strided),
+    3×3 (basic); its inner widths drawn in order from `widths`."""
+    if kind == "bottleneck":
+      y = self._unit(f"{name}_conv1", UnitSpec("conv", next(widths), (1, 1), norm=True),
+                     x, train, alpha)
+      y = self._unit(f"{name}_conv2", UnitSpec("conv", next(widths), strides=strides,
+                                               norm=True), y, train, alpha)
+      return self._unit(f"{name}_conv3", UnitSpec("conv", features, (1, 1), norm=True,
+                                                  act=False), y, train, alpha)
+    y = self._unit(f"{name}_conv1", UnitSpec("conv", next(widths), strides=strides, norm=True),
+                   x, train, alpha)
+    return self._unit(f"{name}_conv2", UnitSpec("conv", features, norm=True, act=False),
+                      y, train, alpha)
 
 
 class Attention(nn.Module):

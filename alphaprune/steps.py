@@ -65,6 +65,9 @@ class StepConfig:
   # form's (1 − α) (blend.rescale_student_grad); 0: as the two-branch network gives it.
   student_grad_cap: float = 0.0
   track_student: bool = False  # metrics of the student's gradient and update norms
+  # The forward and backward pass's dtype (COMPUTE_DTYPES); parameters, optimizer state, the
+  # blend, loss, metrics and batch statistics stay float32.
+  compute_dtype: str = "float32"
 
 
 def init_state(params, model_state, masks, tx, seed) -> TrainState:
@@ -78,14 +81,30 @@ def init_state(params, model_state, masks, tx, seed) -> TrainState:
                     rng=rngs_lib.key(seed, rngs_lib.STEP))
 
 
-def apply_model(model, variables, x, train: bool, alpha, key=None):
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def apply_model(model, variables, x, train: bool, alpha, key=None, dtype: str = "float32"):
   """(logits, updated batch statistics). Built-in models use α (block form); dropout, in
-  training, draws from `key`."""
+  training, draws from `key`. With `dtype` bfloat16 the parameters (already blended, in
+  float32) and the input are cast to it for the forward pass, and so for the backward one:
+  any Flax model computes in it; the logits and the batch statistics come back in float32."""
   rngs = {"dropout": jax.random.fold_in(key, rngs_lib.DROPOUT)} if key is not None else None
   collections = [k for k in variables if k != "params"]
+  if dtype != "float32":
+    low = jnp.dtype(dtype)
+    cast = lambda v: v.astype(low) if jnp.issubdtype(v.dtype, jnp.floating) else v
+    variables = {**variables, "params": jax.tree.map(cast, variables["params"])}
+    x = x.astype(low)
   if train and collections:
-    return model.apply(variables, x, train=True, alpha=alpha, mutable=collections, rngs=rngs)
-  return model.apply(variables, x, train=train, alpha=alpha, rngs=rngs), {}
+    logits, new = model.apply(variables, x, train=True, alpha=alpha, mutable=collections,
+                              rngs=rngs)
+    if dtype != "float32":
+      logits = logits.astype(jnp.float32)
+      new = jax.tree.map(lambda v: v.astype(jnp.float32), new)
+    return logits, new
+  logits = model.apply(variables, x, train=train, alpha=alpha, rngs=rngs)
+  return (logits.astype(jnp.float32) if dtype != "float32" else logits), {}
 
 
 def variables_of(state: TrainState, parametrisation: str) -> dict:
@@ -109,13 +128,15 @@ def train_step(state: TrainState, batch: dict, aux: dict,
   x = augment_lib.normalise(images, cfg.mean, cfg.std)
   teacher_logits = batch.get("teacher_logits")
   if teacher_logits is None and aux.get("teacher_variables") is not None:
-    teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None)
+    teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None,
+                                    dtype=cfg.compute_dtype)
 
   def loss_of(params):
     variables = {"params": blending.model_params(cfg.parametrisation, state.alpha, params,
                                                  state.masks),
                  **state.model_state}
-    logits, new_model_state = apply_model(cfg.model, variables, x, True, state.alpha, key)
+    logits, new_model_state = apply_model(cfg.model, variables, x, True, state.alpha, key,
+                                          cfg.compute_dtype)
     per_example, per_logit = cfg.loss.per_example(logits, batch["label"], teacher_logits,
                                                   aux.get("target_var"))
     return jnp.mean(per_example), (logits, new_model_state, per_logit)
@@ -254,10 +275,11 @@ def batch_totals(variables, alpha, batch: dict, aux: dict, cfg: StepConfig) -> j
   examples, their summed confidence, their correct predictions]. The frozen teacher's
   logits come with the batch or, streamed, from `aux`."""
   x = augment_lib.normalise(batch["image"], cfg.mean, cfg.std)
-  logits, _ = apply_model(cfg.model, variables, x, False, alpha)
+  logits, _ = apply_model(cfg.model, variables, x, False, alpha, dtype=cfg.compute_dtype)
   teacher_logits = batch.get("teacher_logits")
   if teacher_logits is None and aux.get("teacher_variables") is not None:
-    teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None)
+    teacher_logits, _ = apply_model(cfg.teacher_model, aux["teacher_variables"], x, False, None,
+                                    dtype=cfg.compute_dtype)
   per_example, _ = cfg.loss.per_example(logits, batch["label"], teacher_logits,
                                         aux.get("target_var"))
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
@@ -308,7 +330,7 @@ def logits_of(variables, arrays: dict, cfg: StepConfig) -> jax.Array:
   images = arrays["image"]
   batches = images.reshape((-1, cfg.eval_batch_size) + images.shape[1:])
   out = jax.lax.map(lambda batch: apply_model(cfg.model, variables, augment_lib.normalise(
-      batch, cfg.mean, cfg.std), False, None)[0], batches)
+      batch, cfg.mean, cfg.std), False, None, dtype=cfg.compute_dtype)[0], batches)
   return out.reshape((-1, out.shape[-1]))
 
 

@@ -98,6 +98,7 @@ def _first_line(error: BaseException) -> str:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The whole pipeline; returns the summary (also written to workdir/summary.json)."""
   t_start = time.time()
+  devices.use_compilation_cache(config.compile_cache)
   source, kind, plain, alphas = preflight(config, workdir)
   with workdir_lib.lock(workdir), preemption.saves_and_stops():  # nothing written before
     workdir_lib.write_config(config, workdir)
@@ -252,7 +253,8 @@ def step_config(ctx: Context, model, **fields) -> steps.StepConfig:
                           mean=ctx.source.mean, std=ctx.source.std, mesh=ctx.mesh,
                           augment=ctx.inputs.augments_on_device,
                           batch_size=ctx.config.data.batch_size,
-                          eval_batch_size=ctx.config.data.eval_batch_size, **fields)
+                          eval_batch_size=ctx.config.data.eval_batch_size,
+                          compute_dtype=ctx.config.train.compute_dtype, **fields)
 
 
 # ------------------------------------------------------------------ teacher
@@ -347,7 +349,8 @@ def choose_masks(config, teacher, plain, source: data.Source) -> dict:
       jax.device_get(teacher_params), keep_ratio=prune.keep_ratio, criterion=prune.criterion,
       scope=prune.scope, structure=prune.structure, n=prune.n, m=prune.m,
       include=prune.include, exclude=prune.exclude, groups=groups, logits=logits,
-      key=rngs.key(config.seed, rngs.MASKS), axes=axes, norms=norms, units=units)
+      key=rngs.key(config.seed, rngs.MASKS), axes=axes, norms=norms, units=units,
+      round_to=prune.round_to)
   counts = masks_lib.param_counts(teacher_params, masks)
   for path, mask in tree.flatten(masks).items():
     _print(f"  prunable {path} {'×'.join(map(str, np.shape(mask)))}: "

@@ -18,6 +18,8 @@ CASES = [
     ({"name": "cnn", "channels": (8, 12), "fc": (16,)}, (28, 28, 1)),
     ({"name": "vgg", "depth": 11, "width": 0.125}, (32, 32, 3)),
     ({"name": "resnet", "depth": 20, "width": 0.5}, (32, 32, 3)),
+    ({"name": "imagenet_resnet", "depth": 18, "width": 0.125}, (32, 32, 3)),
+    ({"name": "imagenet_resnet", "depth": 50, "width": 0.125}, (32, 32, 3)),
 ]
 
 
@@ -40,7 +42,7 @@ def _masked_model(config, shape, keep=0.35):
   return model, {**variables, "params": params}, masks
 
 
-@pytest.mark.parametrize("config,shape", CASES, ids=[c[0]["name"] for c in CASES])
+@pytest.mark.parametrize("config,shape", CASES, ids=[f"{c[0]['name']}{c[0].get('depth', '')}" for c in CASES])
 def test_compact_model_equals_masked_model(config, shape):
   model, variables, masks = _masked_model(config, shape)
   fields, small = compact.compact_variables(model, variables, masks)

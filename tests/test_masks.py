@@ -236,3 +236,21 @@ def test_n_m_groups_run_along_a_dense_general_kernels_contracting_axes():
       for g in range(2):
         column = np.abs(w[4 * g:4 * g + 4, h, d])
         assert set(np.flatnonzero(got[4 * g:4 * g + 4, h, d])) == set(np.argsort(-column)[:2])
+
+
+def test_round_to_keeps_channel_counts_a_device_likes_and_reports_what_it_kept():
+  model = models.VGG(depth=11, width=0.25)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  for multiple in (1, 8):
+    masks = masks_lib.compute_masks(params, keep_ratio=0.35, structure="filter",
+                                    groups=model.channel_groups(), round_to=multiple)
+    kept = [int(np.asarray(m).reshape(-1, np.shape(m)[-1]).any(0).sum())
+            for p, m in tree.flatten(masks).items() if p != "head/dense/kernel"]
+    widths = [np.shape(m)[-1] for p, m in tree.flatten(masks).items() if p != "head/dense/kernel"]
+    if multiple == 8:
+      assert all(k % 8 == 0 or k == w for k, w in zip(kept, widths)), kept
+    counts = masks_lib.param_counts(params, masks)
+    measured = counts["kept_prunable_params"] / counts["prunable_params"]
+    assert abs(measured - 0.35) < (0.02 if multiple == 1 else 0.12)
+  assert masks_lib.rounded(5.4, 64, 8) == 8 and masks_lib.rounded(13, 64, 8) == 16
+  assert masks_lib.rounded(0.2, 4, 8) == 4  # never more than there are

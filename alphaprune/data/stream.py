@@ -10,14 +10,16 @@ see the same batches in the same order. Global batch `s` of epoch `e` is rows
 1 process and 2 train alike.
 
 A phase's training batches are one Grain `MapDataset` over its global steps (element k is
-step k of the phase), read ahead by Grain's threads (and `data.workers` processes). Its
-iterator state goes into every checkpoint, so a run resumed mid-epoch reads on from
-exactly the next batch.
+step k of the phase), read ahead by Grain's threads (and `data.workers` processes), and
+placed on the device two steps before its step runs. The state that goes into every
+checkpoint is the iterator's position after the last batch a step has consumed (not after
+the ones placed ahead), so a run resumed mid-epoch reads on from exactly the next batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 from typing import Any, Callable, Iterator
@@ -127,7 +129,7 @@ class StreamPhase:
   run-wide arrays its step reads (`aux`)."""
 
   pipeline: "StreamPipeline"
-  iterator: Any
+  iterator: "Consumed"
   aux: dict
 
   def train_epoch(self, state: steps.TrainState, cfg: steps.StepConfig,
@@ -140,8 +142,8 @@ class StreamPhase:
     step = int(state.step)
     sums = None if partial is None else devices.put_replicated(
         {key: np.asarray(value, np.float32) for key, value in partial.items()}, cfg.mesh)
-    for _ in range(step - int(state.epoch) * per_epoch, per_epoch):
-      batch = self.pipeline.to_global(next(self.iterator))
+    left = per_epoch - (step - int(state.epoch) * per_epoch)
+    for batch in self._placed_ahead(left):
       if sums is None:
         sums = devices.put_replicated(jax.tree.map(
             np.asarray, steps.zero_sums(state, batch, self.aux, cfg)), cfg.mesh)
@@ -153,12 +155,46 @@ class StreamPhase:
         midway(step, state, sums)
     return steps.end_epoch(state), jax.tree.map(lambda total: total / per_epoch, sums)
 
+  def _placed_ahead(self, count: int, ahead: int = 2):
+    """The next `count` batches on the device, each placed `ahead` steps before its step
+    runs (placing is asynchronous: the copy overlaps the steps before it). The host never
+    waits on a step's metrics here: they stay on the device, in the epoch's sums."""
+    queue = []
+    for _ in range(count):
+      batch = self.pipeline.to_global(next(self.iterator.grain))
+      queue.append((batch, self.iterator.grain.get_state()))
+      if len(queue) > ahead:
+        batch, self.iterator.position = queue.pop(0)
+        yield batch
+    for batch, self.iterator.position in queue:
+      yield batch
+
   def evaluate(self, split: str, variables, alpha, cfg: steps.StepConfig) -> dict:
     return self.pipeline.evaluate_with(split, variables, alpha, self.aux, cfg)
 
   def close(self) -> None:
     """Ends the Grain iterator (and any worker processes)."""
-    self.iterator.close()
+    self.iterator.grain.close()
+
+
+class Consumed:
+  """A Grain iterator as a checkpoint sees it: its state is `position`, the state after the
+  last batch a step consumed, which trails the iterator itself by the batches placed ahead.
+  Grain's checkpoint handler saves and restores it as it does an iterator (JSON text)."""
+
+  def __init__(self, iterator):
+    self.grain = iterator
+    self.position = iterator.get_state()
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.position, indent=4).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.position = json.loads(state)
+    self.grain.set_state(self.position)
+
+  def start_prefetch(self) -> None:
+    getattr(self.grain, "start_prefetch", lambda: None)()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +229,7 @@ class StreamPipeline:
     """The input of a phase of `epochs` epochs whose step is `cfg`; `teacher`: the frozen
     teacher's variables, whose logits each step computes where `cfg.loss` needs them."""
     needs_teacher = teacher is not None and cfg.loss.needs_teacher_logits
-    return StreamPhase(self, self.train_iterator(salt, epochs),
+    return StreamPhase(self, Consumed(self.train_iterator(salt, epochs)),
                        {"teacher_variables": teacher} if needs_teacher else {})
 
   def train_batches(self, salt: int) -> TrainBatches:
