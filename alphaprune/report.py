@@ -390,20 +390,21 @@ def plot_curve(entries: list[dict], path: str) -> None:
 def plot_paired(entries: list[dict], path: str, panels: str | None = None) -> None:
   """Each method's paired difference from alpha_blend in test accuracy against the fraction
   kept, with its 95% t-interval: above zero, the method beats alpha_blend. `panels`: a
-  setting of the grid drawn one panel a value."""
+  setting of the grid (or settings joined by "+", as `compare --grid` joins them) drawn one
+  panel a value."""
   plt = _pyplot()
-  values = list(dict.fromkeys(str(e["settings"].get(panels)) for e in entries)) if panels else [None]
-  fig, axes = plt.subplots(1, len(values), figsize=(7 * len(values), 4.8), squeeze=False,
+  keys = panels.split("+") if panels else []
+  value_of = lambda e: ", ".join(f"{k}={e['settings'].get(k)}" for k in keys)
+  values = list(dict.fromkeys(value_of(e) for e in entries)) if panels else [None]
+  fig, axes = plt.subplots(1, len(values), figsize=(7 * len(values), 5.6), squeeze=False,
                            sharey=True)
   for ax, value in zip(axes[0], values):
-    chosen = [e for e in entries if value is None or str(e["settings"].get(panels)) == value]
-    if panels:
-      chosen = [{**e, "settings": {k: v for k, v in e["settings"].items() if k != panels}}
-                for e in chosen]
+    chosen = [{**e, "settings": {k: v for k, v in e["settings"].items() if k not in keys}}
+              for e in entries if value is None or value_of(e) == value]
     _paired_axes(ax, chosen)
-    ax.set_title(f"{panels}={value}" if panels else
+    ax.set_title(value if panels else
                  "above zero: the method beats alpha_blend on the same teacher and masks",
-                 fontsize=10)
+                 fontsize=9)
   axes[0][0].set_ylabel("test accuracy − alpha_blend's, paired by seed (95% t-interval)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -430,7 +431,7 @@ def _paired_axes(ax, entries: list[dict]) -> None:
                 color=_colour(row[0]["method"], index + 1, by_method), label=_label(row[0]))
   _keep_axis(ax, entries)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="best")
+  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
 
 
 def plot_losses(histories: dict, path: str, method: str = "alpha_blend") -> bool:
