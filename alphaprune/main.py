@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import sys
+import threading
 
 from absl import app, flags, logging
 
@@ -27,7 +28,30 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs, export
 EXIT = os._exit
 
 
+# A background thread that dies while the run fails (orbax's save threads when the disk fills:
+# "RuntimeError: Event loop is closed") would print its traceback around the one line that
+# says why. Such tracebacks are held: dropped when the run has said why it stops, printed
+# at the end otherwise (then they are news: a bug to report).
+_HELD: list = []
+
+
+def _hold_background_errors():
+  threading.excepthook = _HELD.append
+  sys.unraisablehook = _HELD.append
+
+
+def _print_held():
+  for held in _HELD:
+    if isinstance(held, threading.ExceptHookArgs):
+      threading.__excepthook__(held)
+    else:
+      sys.__unraisablehook__(held)
+  _HELD.clear()
+
+
 def _exit(code: int):
+  if code == 0:
+    _print_held()
   sys.stdout.flush()
   sys.stderr.flush()
   EXIT(code)
@@ -65,12 +89,26 @@ def _disk_full(error: BaseException) -> bool:
   return False
 
 
-def _disk_full_line(workdir: str) -> str:
+def _room(workdir: str) -> tuple[int, int]:
+  """(bytes free where the workdir is, bytes of its largest checkpoint)."""
   from alphaprune import files
   checkpoints = os.path.join(workdir, "checkpoints")
   largest = max((files.size_bytes(os.path.join(root, name)) for root, dirs, _ in
                  os.walk(checkpoints) for name in dirs if name.isdigit()), default=0)
   free = shutil.disk_usage(workdir if os.path.exists(workdir) else ".").free
+  return free, largest
+
+
+def _out_of_room(workdir: str) -> bool:
+  """Whether the workdir's disk cannot take another checkpoint: what a failed save means
+  when its error lost the ENOSPC on the way (orbax's threads then raise "Event loop is
+  closed" in the main thread)."""
+  free, largest = _room(workdir)
+  return free < max(largest, 2**20)
+
+
+def _disk_full_line(workdir: str) -> str:
+  free, largest = _room(workdir)
   return (f"the disk is full while writing in {workdir} ({free / 2**20:.0f} MiB free; a "
           f"checkpoint takes about {max(largest, 1) / 2**20:.1f} MiB, and the run keeps a few); "
           "free some space and run the same command to resume from the last checkpoint")
@@ -80,6 +118,7 @@ def main(argv):
   # Orbax, TensorStore and TFDS log through absl, at length (a failed save: a traceback from
   # each of its threads); what a user needs, the run says itself in one line.
   logging.set_verbosity(logging.FATAL)
+  _hold_background_errors()
   if _WORKDIR.value is None:
     _fail("--workdir is required (where the run's files go)")
   if _CONFIG.value is None:
@@ -105,11 +144,12 @@ def main(argv):
   except (train.NonFiniteLoss, checkpoint.Corrupt) as e:
     _fail(str(e), 1)
   except Exception as e:  # a full disk is the operator's to fix; anything else is a bug
-    if not _disk_full(e):
+    if not (_disk_full(e) or _out_of_room(workdir)):
       raise
     _fail(_disk_full_line(workdir), 1)
   if summary.get("diverged"):
     _exit(1)
+  _print_held()
 
 
 if __name__ == "__main__":

@@ -160,3 +160,42 @@ def test_bad_input_on_prepared_data_is_exactly_one_line(tmp_path, prepared):
   assert len(lines) == 1 and lines[0].startswith(
       "error: teacher.checkpoint=/nonexistent is not a saved model"), proc.stderr
   assert not (tmp_path / "never").exists()
+
+
+def test_a_background_thread_traceback_is_held_then_dropped_or_printed(monkeypatch, capsys):
+  """A save thread dying while the disk fills must not print around the one line (CI saw
+  "RuntimeError: Event loop is closed" there); on a run that ends well it is still printed."""
+  import threading
+  from alphaprune import main
+  monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+  monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+
+  def dies():
+    raise RuntimeError("Event loop is closed")
+
+  main._hold_background_errors()
+  for _ in range(2):
+    thread = threading.Thread(target=dies)
+    thread.start()
+    thread.join()
+    assert capsys.readouterr().err == ""
+  main._print_held()
+  err = capsys.readouterr().err
+  assert err.count("RuntimeError: Event loop is closed") == 2 and "Traceback" in err
+  main._print_held()
+  assert capsys.readouterr().err == ""
+
+
+def test_an_error_on_a_disk_without_room_for_a_checkpoint_is_a_full_disk(tmp_path, monkeypatch):
+  """orbax can lose the ENOSPC on the way (its threads then raise "Event loop is closed"):
+  the free space then decides, against the largest checkpoint's size (at least 1 MiB)."""
+  import collections
+  from alphaprune import main
+  step = tmp_path / "checkpoints" / "prune" / "40"
+  step.mkdir(parents=True)
+  (step / "w").write_bytes(b"0" * (3 * 2**20))
+  usage = collections.namedtuple("usage", "total used free")
+  for free, full in [(2**10, True), (2 * 2**20, True), (4 * 2**20, False)]:
+    monkeypatch.setattr(main.shutil, "disk_usage", lambda _, f=free: usage(0, 0, f))
+    assert main._out_of_room(str(tmp_path)) is full
+  assert not main._disk_full(RuntimeError("Event loop is closed"))
