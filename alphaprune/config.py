@@ -210,9 +210,6 @@ def _check_model(c, device_count):
                       "use 6n+2 (20, 32, 56)")
   if c.model.name == "imagenet_resnet":
     _choice(c.model.depth, tuple(models.IMAGENET_RESNET_LAYOUTS), "model.depth")
-    if c.prune.structure == "filter":
-      raise ConfigError("prune.structure=filter is not supported for imagenet_resnet yet; "
-                        "use unstructured or n:m")
   units = hasattr(models.MODELS.get(c.model.name), "unit_groups")
   if c.prune.structure in models.UNIT_STRUCTURES and not units:
     raise ConfigError(f"prune.structure={c.prune.structure} removes whole transformer units of "

@@ -77,3 +77,39 @@ def _memory_is_counted_byte_for_byte(m):
   assert m["blend_total_bytes"] == (m["blend_teacher_bytes"] + m["blend_student_bytes"]
                                     + m["blend_shared_bytes"] + m["blend_masks_bytes"]
                                     + m["blend_opt_state_bytes"])
+
+
+def test_the_device_check_dry_run_measures_each_section_and_skips_past_its_budget(
+    tmp_path, prepared):
+  """`python -m alphaprune.bench.device_check --dry-run` as a lent accelerator runs it (at toy
+  sizes): a real driver run on prepared data, the streamed input's rate, the step ratios in
+  float32 and bfloat16, and a compact ResNet-50; each section's figures in the JSON file."""
+  import os
+  import subprocess
+  import sys
+  out = tmp_path / "check.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "alphaprune.bench.device_check", f"--out={out}", "--dry-run",
+       f"--data-dir={prepared}", "--sections=smoke,stream,lenet5,compact_resnet",
+       f"--workdir={tmp_path / 'scratch'}"],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  check = json.loads(out.read_text())
+  sections = check["sections"]
+  assert list(sections) == ["smoke", "stream", "lenet5", "compact_resnet"]
+  assert not [name for name, figures in sections.items() if "error" in figures], sections
+  assert sections["smoke"]["dataset"] == "fashion_mnist"
+  assert 0 <= sections["smoke"]["pruned_test_accuracy"] <= 1
+  stream = sections["stream"]
+  assert stream["stream_data_to_step_rate"] == pytest.approx(
+      stream["stream_data_batches_per_second"] / stream["stream_step_batches_per_second"])
+  for dtype in ("float32", "bfloat16"):
+    assert sections["lenet5"][dtype]["blend_layer_step_ratio"] == pytest.approx(
+        sections["lenet5"][dtype]["layer_step_ms"] / sections["lenet5"][dtype]["dense_step_ms"])
+  assert sections["compact_resnet"]["compact_params"] < sections["compact_resnet"]["dense_params"]
+  assert check["tensorflow_imported"] is False  # prepared data is opened, never prepared
+  skipped = subprocess.run(
+      [sys.executable, "-m", "alphaprune.bench.device_check", f"--out={out}", "--dry-run",
+       "--budget-s=-1", "--sections=compact_vgg"], capture_output=True, text=True)
+  assert skipped.returncode == 0, skipped.stderr[-2000:]
+  assert "budget" in json.loads(out.read_text())["sections"]["compact_vgg"]["skipped"]

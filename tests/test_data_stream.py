@@ -82,11 +82,16 @@ def _cli(workdir, *extra):
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _mid_epoch_checkpoint(workdir, steps_per_epoch):
+def _mid_epoch_checkpoint(workdir, steps_per_epoch, early=False):
+  """A mid-epoch checkpoint's step; `early`: only while the newest is in the first half of
+  its epoch (a SIGTERM sent then lands before the epoch ends, even on a loaded machine)."""
   folder = workdir / "checkpoints" / "prune"
   if not folder.exists():
     return None
   steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+  if early:
+    newest = max(steps, default=0)
+    return newest if 0 < newest % steps_per_epoch <= steps_per_epoch // 2 else None
   return next((s for s in steps if s % steps_per_epoch), None)
 
 
@@ -104,7 +109,7 @@ def test_streamed_sigkill_and_sigterm_mid_epoch_resume_bit_identical(tmp_path):
   k_proc.send_signal(signal.SIGKILL)
   k_proc.wait()
   while time.time() < deadline and t_proc.poll() is None:
-    if _mid_epoch_checkpoint(termed, steps_per_epoch):
+    if _mid_epoch_checkpoint(termed, steps_per_epoch, early=True):
       break
     time.sleep(0.01)
   t_proc.send_signal(signal.SIGTERM)

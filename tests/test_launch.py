@@ -7,7 +7,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["launch/quickstart.sh", "launch/test.sh", "launch/local.sh", "launch/tpu_vm.sh",
-           "launch/slurm.sbatch", ".ci/run"]
+           "launch/slurm.sbatch", "launch/device_check.sh", ".ci/run"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -66,3 +66,16 @@ def test_slurm_uses_srun_with_distributed_on(tmp_path):
 def test_local_without_arguments_is_a_usage_error():
   proc = subprocess.run(["bash", "launch/local.sh"], cwd=REPO, capture_output=True, text=True)
   assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_device_check_names_its_file_after_the_device_and_passes_data_and_budget(tmp_path):
+  (tmp_path / "bin").mkdir()
+  python = tmp_path / "bin" / "python"
+  python.write_text('#!/usr/bin/env bash\nif [ "$1" = -c ]; then echo "NVIDIA H100 80GB"; '
+                    f'exit; fi\nprintf "%s\\n" "$@" > {tmp_path / "log"}\n')
+  python.chmod(0o755)
+  args = _run(["bash", "launch/device_check.sh"], tmp_path, PYTHON=str(python),
+              DATA_DIR="/data/tfds", BUDGET_S="300")
+  assert args == ["-m", "alphaprune.bench.device_check",
+                  "--out=results/device_check/NVIDIA_H100_80GB.json", "--budget-s=300",
+                  "--data-dir=/data/tfds"]

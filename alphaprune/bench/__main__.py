@@ -17,7 +17,8 @@ from alphaprune.bench import compact, inputs, training
 PRINTED = ("blend_layer_step_ratio", "blend_block_step_ratio", "driver_dense_step_ratio",
            "train_step_compilations", "input_overhead_ratio", "input_overhead_ratio_fixed_batch",
            "stream_input_overhead_ratio_workers0", "stream_input_overhead_ratio_workers1",
-           "stream_read_only_overhead_ratio", "regression_step_ratio", "compact_speedup_b1",
+           "stream_read_only_overhead_ratio", "stream_data_to_step_rate",
+           "compile_cache_first_epoch_ratio", "regression_step_ratio", "compact_speedup_b1",
            "compact_speedup_b32", "compact_speedup_b256", "lenet5_blend_layer_step_ratio",
            "keras_epoch_ratio_mlp", "keras_epoch_ratio_lenet5", "keras_dense_epoch_ratio_mlp",
            "keras_dense_epoch_ratio_lenet5")
@@ -56,6 +57,7 @@ def measure(quick: bool, workdir: str) -> dict:
     from alphaprune.bench import keras_peer
     results.update(keras_peer.keras_epoch_ratios(workdir))
     results.update(inputs.stream_input_overhead(workdir, 5))
+    results.update(inputs.compile_cache(workdir))
   vgg = compact.compact_speedups({"name": "vgg", "depth": 11, "width": 0.25}, (32, 32, 3),
                                  repeats, iters=5 if quick else 20)
   results["compact_model"] = "vgg-11 (width 0.25), 32x32x3, filter masks keeping 35% of weights"

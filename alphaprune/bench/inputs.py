@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -95,9 +98,11 @@ def fashion_mnist(workdir: str):
 
 def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: int = 2) -> dict:
   """The streamed pipeline's input overhead on LeNet-5, real Fashion-MNIST (421 steps of
-  batch 128 an epoch): a streamed epoch (Grain reads, decodes and batches on the host
-  while the device trains) ÷ (steps × the bare step time: the same jitted step on one batch
-  already in place), per number of Grain worker processes (0: reading threads only).
+  batch 128 an epoch): a streamed epoch as the driver runs it (`StreamPhase.train_epoch`:
+  Grain reads, decodes and batches on the host, each batch placed on the device two steps
+  ahead, the metrics summed on the device) ÷ (steps × the bare step time: the same jitted
+  step on one batch already in place), per number of Grain worker processes (0: reading
+  threads only).
 
   `stream_read_only_overhead_ratio` is the floor under it: the same epoch with Grain's
   reading threads doing nothing but read each batch's records from the ArrayRecord shards
@@ -112,25 +117,29 @@ def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: i
   per_epoch = first.steps_per_epoch
   local = {key: np.array(value) for key, value in next(first.train_iterator(2, 1)).items()}
   fixed = first.to_global(local)
-  iterators = {name: pipeline.train_iterator(1, repeats + 1)
-               for name, pipeline in pipelines.items()}
+  phases = {name: stream.StreamPhase(pipeline, stream.Consumed(
+                pipeline.train_iterator(1, repeats + 1)), {})
+            for name, pipeline in pipelines.items()}
   reads = ReadOnly(first.train_batches(1), local)
-  iterators["read_only"] = first.read_ahead_steps(reads, per_epoch * (repeats + 1))
-  holders = {name: lenet.blended_state("layer") for name in ["bare", *iterators]}
+  phases["read_only"] = stream.StreamPhase(first, stream.Consumed(
+      first.read_ahead_steps(reads, per_epoch * (repeats + 1))), {})
+  holders = {name: lenet.blended_state("layer") for name in ["bare", *phases]}
   zeros = jax.tree.map(np.asarray, steps.zero_sums(holders["bare"], fixed, {}, cfg))
 
-  def loop(name, next_batch):
+  def bare():
+    state, sums = holders["bare"], devices.put_replicated(zeros, lenet.mesh)
+    for _ in range(per_epoch):
+      state, sums = steps.train_batch(state, sums, fixed, {}, cfg)
+    holders["bare"] = state
+    return float(sums["loss"])  # the driver reads the metrics after every epoch
+
+  def streamed(name):
     def go():
-      state, sums = holders[name], devices.put_replicated(zeros, lenet.mesh)
-      for _ in range(per_epoch):
-        state, sums = steps.train_batch(state, sums, next_batch(), {}, cfg)
-      holders[name] = state
-      return float(sums["loss"])  # the driver reads the metrics after every epoch
+      holders[name], metrics = phases[name].train_epoch(holders[name], cfg)
+      return float(metrics["loss"])
     return go
 
-  seconds = interleaved({"bare": loop("bare", lambda: fixed),
-                         **{name: loop(name, lambda it=it: first.to_global(next(it)))
-                            for name, it in iterators.items()}}, repeats)
+  seconds = interleaved({"bare": bare, **{name: streamed(name) for name in phases}}, repeats)
   out = {"stream_bare_epoch_seconds": seconds["bare"], "stream_epoch_steps": per_epoch,
          "stream_read_only_overhead_ratio": seconds["read_only"] / seconds["bare"]}
   for count in workers:
@@ -138,6 +147,49 @@ def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: i
     out[f"stream_epoch_seconds_workers{count}"] = seconds[f"workers{count}"]
   out["stream_input_overhead_ratio"] = min(out[f"stream_input_overhead_ratio_workers{count}"]
                                            for count in workers)
+  out.update(stream_data_rate(source, lenet, per_epoch, workers, threads))
+  return out
+
+
+def stream_data_rate(source, setup: Setup, count: int, workers=(0, 1), threads: int = 2,
+                     batch: int = 128) -> dict:
+  """Batches per second the streamed pipeline delivers onto the device with no training at
+  all (read, decode, augment, batch, place), per number of Grain worker processes, next to
+  the rate of the bare step it must feed (`setup`'s, on one batch in place):
+  `stream_data_to_step_rate` above 1 means the input can keep that step fed."""
+  cfg = setup.step_config(setup.plain, "layer")
+  out = {}
+  for workers_count in workers:
+    pipeline = stream.StreamPipeline(source, batch, 1000, 0, setup.mesh, workers=workers_count,
+                                     threads=threads)
+    phase = stream.StreamPhase(pipeline, stream.Consumed(pipeline.train_iterator(3, 2)), {})
+    delivered = phase.placed_ahead(2 * pipeline.steps_per_epoch)
+    jax.block_until_ready(next(delivered))  # Grain's threads and workers started
+    t0 = time.perf_counter()
+    for _ in range(count):
+      last = next(delivered)
+    jax.block_until_ready(last)
+    out[f"stream_data_batches_per_second_workers{workers_count}"] = count / (
+        time.perf_counter() - t0)
+    phase.close()
+  # The step it must feed: one batch in place, as in the overhead's bare epoch.
+  holder = {"state": setup.blended_state("layer")}
+  placed = devices.put_replicated(synthetic(batch, setup.shape, 10), setup.mesh)
+  zeros = jax.tree.map(np.asarray, steps.zero_sums(holder["state"], placed, {}, cfg))
+
+  def steps_only():
+    state, sums = holder["state"], devices.put_replicated(zeros, setup.mesh)
+    for _ in range(count):
+      state, sums = steps.train_batch(state, sums, placed, {}, cfg)
+    holder["state"] = state
+    return sums
+
+  seconds = interleaved({"steps": steps_only}, 3)["steps"]
+  out["stream_step_batches_per_second"] = count / seconds
+  out["stream_data_batches_per_second"] = max(out[f"stream_data_batches_per_second_workers{w}"]
+                                              for w in workers)
+  out["stream_data_to_step_rate"] = (out["stream_data_batches_per_second"]
+                                     / out["stream_step_batches_per_second"])
   return out
 
 
@@ -155,3 +207,35 @@ def compilations(workdir: str) -> dict:
   summary = train.run(config, fresh(workdir, "run"))
   return {"train_step_compilations": summary["train_epoch_compilations"],
           "compilation_run_stages": len(summary["alphas"])}
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs")
+
+
+def compile_cache(workdir: str) -> dict:
+  """The persistent compilation cache's saving: the same small driver run (LeNet-5 on the
+  synthetic dataset) three times in fresh processes, as `compare` runs its seeds: into an
+  empty cache folder, again with that folder filled, and with the cache off. The figure is
+  the first epoch's seconds (which hold its compilations) and the whole process's, warm ÷ off."""
+  cache = fresh(workdir, "jax-cache")
+  out = {}
+  for name, setting in (("cold", cache), ("warm", cache), ("off", "off")):
+    run_dir = fresh(workdir, f"cache-{name}")
+    env = {key: value for key, value in os.environ.items()
+           if key != "JAX_COMPILATION_CACHE_DIR"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "alphaprune.main", f"--workdir={run_dir}",
+                    f"--config={CONFIGS}/fashion_mnist.py:smoke", "--config.data.name=synthetic",
+                    "--config.data.manual_dir=", "--config.model.name=lenet5",
+                    "--config.teacher.epochs=1", "--config.train.max_epochs_per_stage=1"],
+                   env={**env, "ALPHAPRUNE_COMPILE_CACHE": setting}, check=True,
+                   capture_output=True, text=True)
+    out[f"compile_cache_process_seconds_{name}"] = time.perf_counter() - t0
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+      out[f"compile_cache_first_epoch_seconds_{name}"] = json.loads(f.readline())["seconds"]
+  out["compile_cache_first_epoch_ratio"] = (out["compile_cache_first_epoch_seconds_warm"]
+                                            / out["compile_cache_first_epoch_seconds_off"])
+  out["compile_cache_process_ratio"] = (out["compile_cache_process_seconds_warm"]
+                                        / out["compile_cache_process_seconds_off"])
+  return out

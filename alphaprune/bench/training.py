@@ -34,8 +34,9 @@ def nbytes(pytree) -> int:
 class Setup:
   """One model, batch and optimizer: dense, layer-blended and block-blended train states."""
 
-  def __init__(self, model_cfg, shape, batch_size, num_steps, classes=10):
-    self.shape, self.batch, self.steps = shape, batch_size, num_steps
+  def __init__(self, model_cfg, shape, batch_size, num_steps, classes=10,
+               dtype: str = "float32"):
+    self.shape, self.batch, self.steps, self.dtype = shape, batch_size, num_steps, dtype
     self.mesh = devices.make_mesh()
     self.plain = models.make_model(model_cfg, classes)
     self.block = models.make_model(model_cfg, classes, "block")
@@ -49,7 +50,7 @@ class Setup:
   def step_config(self, model, parametrisation, loss=CLS) -> steps.StepConfig:
     return steps.StepConfig(model=model, loss=loss, mean=self.mean, std=self.std,
                             mesh=self.mesh, parametrisation=parametrisation, tx=self.opt.tx,
-                            batch_size=self.batch)
+                            batch_size=self.batch, compute_dtype=self.dtype)
 
   def epoch_fn(self, model, parametrisation, loss=CLS):
     """(state, arrays, aux) → (state, metrics): the driver's jitted epoch, in the order the
@@ -78,10 +79,10 @@ class Setup:
         alpha=jnp.float32(0.5))
 
   def plain_dense_step(self):
-    """The baseline a user writes without alphaprune: optax SGD on the model's own params."""
+    """The baseline a user writes without alphaprune: optax SGD on the model's own params
+    (in bfloat16, the same cast of parameters and input as the driver's)."""
     tx = optax.sgd(1e-3, momentum=0.9)
-    model, mean, std, batch = self.plain, self.mean, self.std, self.batch
-    collections = [name for name in self.variables if name != "params"]
+    model, mean, std, batch, dtype = self.plain, self.mean, self.std, self.batch, self.dtype
 
     def epoch(carry, arrays):
       def body(carry, i):
@@ -91,10 +92,8 @@ class Setup:
         x = augment.normalise(sliced["image"], mean, std)
 
         def loss(p):
-          if collections:
-            logits, new = model.apply({"params": p, **extra}, x, train=True, mutable=collections)
-          else:
-            logits, new = model.apply({"params": p}, x, train=True), {}
+          logits, new = steps.apply_model(model, {"params": p, **extra}, x, True, None,
+                                          dtype=dtype)
           return optax.softmax_cross_entropy_with_integer_labels(
               logits, sliced["label"]).mean(), new
         (value, new), grads = jax.value_and_grad(loss, has_aux=True)(params)

@@ -143,7 +143,7 @@ class StreamPhase:
     sums = None if partial is None else devices.put_replicated(
         {key: np.asarray(value, np.float32) for key, value in partial.items()}, cfg.mesh)
     left = per_epoch - (step - int(state.epoch) * per_epoch)
-    for batch in self._placed_ahead(left):
+    for batch in self.placed_ahead(left):
       if sums is None:
         sums = devices.put_replicated(jax.tree.map(
             np.asarray, steps.zero_sums(state, batch, self.aux, cfg)), cfg.mesh)
@@ -155,7 +155,7 @@ class StreamPhase:
         midway(step, state, sums)
     return steps.end_epoch(state), jax.tree.map(lambda total: total / per_epoch, sums)
 
-  def _placed_ahead(self, count: int, ahead: int = 2):
+  def placed_ahead(self, count: int, ahead: int = 2):
     """The next `count` batches on the device, each placed `ahead` steps before its step
     runs (placing is asynchronous: the copy overlaps the steps before it). The host never
     waits on a step's metrics here: they stay on the device, in the epoch's sums."""
