@@ -19,9 +19,9 @@ branches; the block form keeps them apart. The student's biases start as copies 
 teacher's: the blended bias is then the teacher's at every α until training moves the
 student's, so lowering α changes only the kernels, the part being pruned.
 
-**Soft** (the `soft` method, soft/decaying pruning after SRFP/ASRFP, Cai et al.
-2020): one trainable tensor W per kernel, its pruned entries scaled by α,
-(M + α·(1−M))⊙W. That is the layer-form blend with the teacher and student tied
+**Soft** (the `soft` method, the decaying mask of Kao et al. 2022, d·W + (1−d)·M⊙W
+with d = α; not SRFP/ASRFP, which re-select filters every epoch): one trainable tensor W
+per kernel, one fixed mask, its pruned entries scaled by α, (M + α·(1−M))⊙W. That is the layer-form blend with the teacher and student tied
 into one tensor, so comparing it with α-blending isolates what the separate,
 He-initialised student contributes.
 
