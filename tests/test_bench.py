@@ -113,3 +113,14 @@ def test_the_device_check_dry_run_measures_each_section_and_skips_past_its_budge
        "--budget-s=-1", "--sections=compact_vgg"], capture_output=True, text=True)
   assert skipped.returncode == 0, skipped.stderr[-2000:]
   assert "budget" in json.loads(out.read_text())["sections"]["compact_vgg"]["skipped"]
+
+
+@pytest.mark.parametrize("structure,field", [("heads", "heads"), ("neurons", "mlp_dims")])
+def test_the_vit_compact_speedup_times_a_smaller_vit(structure, field):
+  from alphaprune.bench import compact
+  vit = compact.compact_speedups({"name": "vit", "depth": 2, **bench_main.VIT}, (28, 28, 1), 1,
+                                 batches=(2,), iters=1, structure=structure)
+  assert vit["compact_params"] < vit["dense_params"]
+  dense = {"heads": bench_main.VIT["num_heads"], "mlp_dims": 96}[field]
+  assert all(0 < width < dense for width in vit["compact_fields"][field])
+  assert vit["compact_speedup_b2"] > 0

@@ -19,9 +19,13 @@ PRINTED = ("blend_layer_step_ratio", "blend_block_step_ratio", "driver_dense_ste
            "stream_input_overhead_ratio_workers0", "stream_input_overhead_ratio_workers1",
            "stream_read_only_overhead_ratio", "stream_data_to_step_rate",
            "compile_cache_first_epoch_ratio", "regression_step_ratio", "compact_speedup_b1",
-           "compact_speedup_b32", "compact_speedup_b256", "lenet5_blend_layer_step_ratio",
+           "compact_speedup_b32", "compact_speedup_b256", "compact_vit_heads_speedup_b1",
+           "compact_vit_heads_speedup_b256", "compact_vit_neurons_speedup_b1",
+           "compact_vit_neurons_speedup_b256", "lenet5_blend_layer_step_ratio",
            "keras_epoch_ratio_mlp", "keras_epoch_ratio_lenet5", "keras_dense_epoch_ratio_mlp",
            "keras_dense_epoch_ratio_lenet5")
+VIT = {"patch_size": 4, "dim": 48, "num_heads": 4, "mlp_ratio": 2.0, "pool": "token",
+       "pre_norm": True}
 
 
 def _parse(argv):
@@ -66,6 +70,12 @@ def measure(quick: bool, workdir: str) -> dict:
   if not quick:
     results["compact_mlp"] = compact.compact_speedups({"name": "mlp", "hidden": (300, 100)},
                                                       (28, 28, 1), repeats)
+    for structure in ("heads", "neurons"):  # the ViT of configs/fashion_mnist.py:vit
+      vit = compact.compact_speedups({"name": "vit", "depth": 3, **VIT}, (28, 28, 1), repeats,
+                                     structure=structure)
+      results[f"compact_vit_{structure}"] = vit
+      for batch in (1, 32, 256):
+        results[f"compact_vit_{structure}_speedup_b{batch}"] = vit[f"compact_speedup_b{batch}"]
   results.update(inputs.compilations(workdir))
   return results
 
