@@ -21,10 +21,11 @@ Every method of a seed shares its teacher, masks' allocation and batch order, so
 compared by paired per-seed differences from `alpha_blend` (mean and 95% t-interval), and a
 grid's settings are ranked by validation accuracy, never by test accuracy. ROOT (and
 `--results`, which also gets the command in COMMAND) receives compare.json (every seed's value
-of every metric, the statistics, and the α-runs' loss curves), compare.md (the tables),
+of every metric, the statistics, and every run's curves per epoch), compare.md (the tables),
 compare.png (test accuracy against the fraction of weights kept), paired.png (the paired
-differences with their intervals), losses.png (each cell's α-run losses per epoch) and, with a
-grid, epochs.png. `--redraw=DIR` re-draws DIR's tables and figures from its compare.json alone.
+differences with their intervals), losses.png (each cell's α-run losses per epoch),
+stages.png (each method's accuracy, generalisation gap and student gradient per epoch, mean
+over seeds) and, with a grid, epochs.png. `--redraw=DIR` re-draws DIR's tables and figures from its compare.json alone.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import NamedTuple
 
 from alphaprune import config as config_lib, files
 from alphaprune.jobs import Job, default_launcher, mean_std, parse_seeds, read_summary, run_jobs
-from alphaprune.methods import METHODS, PRUNING, RANDOM_MASKS as RANDOM, STAGED
+from alphaprune.methods import METHODS, PRUNING, RANDOM_MASKS as RANDOM
 
 CONTROLS = ("alpha_blend_random", "one_shot_random", "scratch_random")
 DEFAULT_METHODS = METHODS + CONTROLS
@@ -184,6 +185,9 @@ METRICS = ("pruned_test_accuracy", "pruned_val_accuracy", "teacher_test_accuracy
            "val_over_train_loss", "val_loss_above_best")
 PAIRED = ("pruned_test_accuracy", "pruned_val_accuracy", "pruned_test_nll", "pruned_test_ece")
 REFERENCE = "alpha_blend"  # what the paired differences are taken from
+# What compare.json keeps of every epoch of every run (the norms where train.log_student_norms).
+CURVE_KEYS = ("alpha", "lr", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
+              "student_grad_norm", "student_update_norm")
 
 
 def pruning_history(workdir: str) -> list[dict]:
@@ -222,9 +226,9 @@ def collect(root: str, cells, methods, seeds) -> tuple[dict, dict]:
           continue
         history = pruning_history(workdir)
         values.setdefault((cell, method), {})[seed] = seed_values(summary, history)
-        if method in STAGED and history:
+        if history:
           curves.setdefault(cell.name, {}).setdefault(method, []).append(
-              [{key: h[key] for key in ("alpha", "train_loss", "val_loss")} for h in history])
+              [{key: h[key] for key in CURVE_KEYS if key in h} for h in history])
   return values, curves
 
 

@@ -330,6 +330,7 @@ def write_grid(grid: dict, folder: str) -> None:
       break
   if any(entry["settings"] for entry in entries):
     plot_epochs(entries, os.path.join(folder, "epochs.png"))
+  plot_stages(grid.get("curves", {}), os.path.join(folder, "stages.png"))
 
 
 def _pyplot():
@@ -463,6 +464,74 @@ def plot_losses(histories: dict, path: str, method: str = "alpha_blend") -> bool
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.suptitle(f"{method}: loss per epoch, every seed", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def _mean_curve(runs: list[list[dict]], key) -> np.ndarray | None:
+  """The mean over seeds of `key` (a name, or a function of an epoch's record) per epoch;
+  None where the runs did not record it."""
+  value = key if callable(key) else (lambda h: h.get(key))
+  series = [[value(h) for h in run] for run in runs]
+  if not series or any(v is None for run in series for v in run):
+    return None
+  length = min(len(run) for run in series)
+  return np.mean([run[:length] for run in series], axis=0)
+
+
+def _generalisation_gap(record: dict) -> float | None:
+  if record.get("train_accuracy") is None:
+    return None
+  return record["train_accuracy"] - record["val_accuracy"]
+
+
+def plot_stages(curves: dict, path: str) -> bool:
+  """Per cell, every method's mean over seeds per epoch after pretraining: validation
+  accuracy, the generalisation gap (training − validation accuracy; comparable across
+  losses, unlike the losses themselves), and, where the runs logged them
+  (`train.log_student_norms`), the student's gradient norm against 1 − α: under SGD the
+  layer form's student gradient is (1 − α)·M⊙∂L/∂W, a line of slope 1 on these axes when
+  ∂L/∂W does not change. Nothing is drawn from curves without accuracies (older grids)."""
+  cells = [(cell, runs) for cell, runs in curves.items()
+           if any(_mean_curve(seeds, "train_accuracy") is not None for seeds in runs.values())]
+  if not cells:
+    return False
+  plt = _pyplot()
+  fig, axes = plt.subplots(len(cells), 3, figsize=(15, 4.2 * len(cells)), squeeze=False)
+  for row, (cell, runs) in zip(axes, cells):
+    for index, (method, seeds) in enumerate(runs.items()):
+      colour, label = f"C{index % 10}", f"{method} ({len(seeds)} seeds)"
+      val = _mean_curve(seeds, "val_accuracy")
+      gap = _mean_curve(seeds, _generalisation_gap)
+      if val is not None:
+        row[0].plot(np.arange(1, len(val) + 1), val, color=colour, lw=1, label=label)
+      if gap is not None:
+        row[1].plot(np.arange(1, len(gap) + 1), gap, color=colour, lw=1, label=label)
+      grad = _mean_curve(seeds, "student_grad_norm")
+      alpha = _mean_curve(seeds, "alpha")
+      if grad is not None and alpha is not None:
+        x, y = 1 - alpha, grad
+        row[2].loglog(x, y, ".", ms=3, color=colour, label=label)
+        if not any(line.get_label() == "∝ 1 − α" for line in row[2].lines):
+          ends = np.array([x.min(), 1.0])  # through the last stage before α = 0
+          row[2].loglog(ends, y[x < 1][-1] / x[x < 1][-1] * ends, ":", color="0.4",
+                        label="∝ 1 − α")
+    row[0].set_ylabel("validation accuracy")
+    row[1].set_ylabel("training − validation accuracy")
+    row[2].set_ylabel("student gradient norm (epoch mean)")
+    row[2].set_xlabel("1 − α")
+    for ax in row[:2]:
+      ax.set_xlabel("epoch after pretraining")
+    for ax in row:
+      ax.grid(alpha=0.3)
+      ax.set_title(cell, fontsize=8)
+      if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2,
+                  frameon=False)
+      else:
+        ax.axis("off")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

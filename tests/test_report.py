@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from alphaprune import report
 
@@ -40,3 +41,18 @@ def test_write_report_makes_four_pngs_and_a_summary(tmp_path):
   summary = (tmp_path / "report" / "summary.md").read_text()
   assert "| pruned_test_accuracy | 0.6100 |" in summary and "0.500, 0.000" in summary
   assert len(paths) == 5
+
+
+def test_stage_curves_average_seeds_and_skip_older_grids(tmp_path):
+  from alphaprune import report
+  def run(offset):
+    return [{"alpha": a, "train_accuracy": 0.9 + offset, "val_accuracy": 0.8,
+             "student_grad_norm": (1 - a) * 2} for a in (0.75, 0.5, 0.0)]
+  seeds = [run(0.0), run(0.02)]
+  assert report._mean_curve(seeds, report._generalisation_gap) == pytest.approx([0.11] * 3)
+  assert report._mean_curve(seeds, "student_update_norm") is None  # not logged
+  assert report.plot_stages({"keep_0.35": {"alpha_blend": seeds}}, str(tmp_path / "s.png"))
+  assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+  older = {"keep_0.35": {"alpha_blend": [[{"alpha": 0.5, "train_loss": 1, "val_loss": 1}]]}}
+  assert not report.plot_stages(older, str(tmp_path / "old.png"))
+  assert not (tmp_path / "old.png").exists()
