@@ -498,8 +498,13 @@ def plot_stages(curves: dict, path: str) -> bool:
            if any(_mean_curve(seeds, "train_accuracy") is not None for seeds in runs.values())]
   if not cells:
     return False
+  norms = any(_mean_curve(seeds, "student_grad_norm") is not None
+              for _, runs in cells for seeds in runs.values())
   plt = _pyplot()
   fig, axes = plt.subplots(len(cells), 3, figsize=(15, 4.2 * len(cells)), squeeze=False)
+  if not norms:  # nothing for the third panel: two panels a cell
+    plt.close(fig)
+    fig, axes = plt.subplots(len(cells), 2, figsize=(10, 4.2 * len(cells)), squeeze=False)
   for row, (cell, runs) in zip(axes, cells):
     for index, (method, seeds) in enumerate(runs.items()):
       colour, label = f"C{index % 10}", f"{method} ({len(seeds)} seeds)"
@@ -509,7 +514,7 @@ def plot_stages(curves: dict, path: str) -> bool:
         row[0].plot(np.arange(1, len(val) + 1), val, color=colour, lw=1, label=label)
       if gap is not None:
         row[1].plot(np.arange(1, len(gap) + 1), gap, color=colour, lw=1, label=label)
-      grad = _mean_curve(seeds, "student_grad_norm")
+      grad = _mean_curve(seeds, "student_grad_norm") if norms else None
       alpha = _mean_curve(seeds, "alpha")
       if grad is not None and alpha is not None:
         x, y = 1 - alpha, grad
@@ -520,18 +525,16 @@ def plot_stages(curves: dict, path: str) -> bool:
                         label="∝ 1 − α")
     row[0].set_ylabel("validation accuracy")
     row[1].set_ylabel("training − validation accuracy")
-    row[2].set_ylabel("student gradient norm (epoch mean)")
-    row[2].set_xlabel("1 − α")
+    if norms:
+      row[2].set_ylabel("student gradient norm (epoch mean)")
+      row[2].set_xlabel("1 − α")
     for ax in row[:2]:
       ax.set_xlabel("epoch after pretraining")
     for ax in row:
       ax.grid(alpha=0.3)
       ax.set_title(cell, fontsize=8)
-      if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2,
-                  frameon=False)
-      else:
-        ax.axis("off")
+      ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2,
+                frameon=False)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
