@@ -1,4 +1,4 @@
-"""Fixed pruning masks, chosen once from the teacher's weights (DESIGN §3).
+"""Fixed pruning masks, chosen once from the teacher's weights.
 
 Masks are nested dicts of booleans over the prunable kernels only. Which
 parameters are prunable is decided by their paths and shapes, never by layer

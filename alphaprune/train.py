@@ -1,4 +1,4 @@
-"""The main job, as the pipeline of DESIGN §2:
+"""The main job, as a pipeline:
 
     validate → data → teacher → masks → stages → export → evaluate → summary → report
 

@@ -1,4 +1,4 @@
-"""Benchmarks for DESIGN §6: `python -m alphaprune.bench --out=FILE.json [--quick]`.
+"""Benchmarks (docs/performance.md): `python -m alphaprune.bench --out=FILE.json [--quick]`.
 
     timing      programs measured in turn, their medians and the spread of a ratio
     training    the step figures (blends, the driver's dense step, regression) and memory

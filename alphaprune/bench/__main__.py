@@ -29,7 +29,7 @@ VIT = {"patch_size": 4, "dim": 48, "num_heads": 4, "mlp_ratio": 2.0, "pool": "to
 
 
 def _parse(argv):
-  parser = argparse.ArgumentParser(description="alphaprune benchmarks (DESIGN §6)")
+  parser = argparse.ArgumentParser(description="alphaprune benchmarks (docs/performance.md)")
   parser.add_argument("--out", required=True, help="JSON file to write")
   parser.add_argument("--quick", action="store_true", help="a smaller, faster measurement")
   parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
