@@ -140,6 +140,8 @@ def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: i
     return go
 
   seconds = interleaved({"bare": bare, **{name: streamed(name) for name in phases}}, repeats)
+  for phase in phases.values():  # Grain's worker processes and their shared memory
+    phase.close()
   out = {"stream_bare_epoch_seconds": seconds["bare"], "stream_epoch_steps": per_epoch,
          "stream_read_only_overhead_ratio": seconds["read_only"] / seconds["bare"]}
   for count in workers:
