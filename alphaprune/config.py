@@ -64,11 +64,11 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     raise ConfigError(" ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0]) from None
   except Exception as e:  # anything a config file can raise while loading
     raise ConfigError(f"cannot load --config={spec}: {type(e).__name__}: "
-                      f"{_first_line(e)}") from None
+                      f"{first_line(e)}") from None
   return config
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   return lines[0] if lines else type(error).__name__
 

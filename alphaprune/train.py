@@ -3,7 +3,8 @@
     validate → data → teacher → masks → stages → export → evaluate → summary → report
 
 `run(config, workdir)` reads top to bottom as that list, one named call a step; each takes
-values and returns values. The jitted work is in `steps`, each method's starting point and
+values and returns values. What can be wrong is found first, before anything is written
+(`preflight`). The jitted work is in `steps`, each method's starting point and
 stages in `methods`, the input in `data` (one pipeline, chosen once: the driver never asks
 which), placement in `devices`, the run's files in `workdir` and `checkpoint`, preemption
 in `preemption`, the pruned model in `export`.
@@ -33,12 +34,12 @@ import ml_collections
 import numpy as np
 
 from alphaprune import blending, checkpoint, devices, export, losses, masks as masks_lib
-from alphaprune import kernels, methods, models, preemption, rngs, schedules, steps, tree
-from alphaprune import usermodels
+from alphaprune import kernels, methods, models, preemption, preflight, rngs, schedules, steps
+from alphaprune import tree, usermodels
 from alphaprune import workdir as workdir_lib
 from alphaprune import optimizer as opt_lib
 from alphaprune import data
-from alphaprune.config import ConfigError, check_pipeline, schedule_of, validate
+from alphaprune.config import first_line
 from alphaprune.data import augment as augment_lib, pipeline as data_pipeline
 
 
@@ -88,23 +89,18 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
-def _first_line(error: BaseException) -> str:
-  lines = [line for line in str(error).splitlines() if line.strip()]
-  return lines[0][:200] if lines else type(error).__name__
-
-
 # ------------------------------------------------------------------ the pipeline
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The whole pipeline; returns the summary (also written to workdir/summary.json)."""
   t_start = time.time()
   devices.use_compilation_cache(config.compile_cache)
-  source, kind, plain, alphas = preflight(config, workdir)
+  source, kind, plain, alphas = preflight.check(config, workdir)
   with workdir_lib.lock(workdir), preemption.saves_and_stops():  # nothing written before
     workdir_lib.write_config(config, workdir)
-    check_platform(config)
+    preflight.check_platform(config)
     _print(schedules.describe(alphas))
-    for note in plateau_notes(config):
+    for note in preflight.plateau_notes(config):
       _print(note)
     ctx = start(config, workdir, source, kind, plain)
     t_teacher = time.time()
@@ -126,115 +122,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                            source.num_classes)
     finish(config, workdir, summary)
   return summary
-
-
-def preflight(config, workdir) -> tuple[data.Source, str, models.nn.Module, list[float]]:
-  """Everything that can be wrong, found before anything is written: raises ConfigError
-  or DataError (one line each); returns (the data source, its pipeline, the plain model,
-  the α-schedule)."""
-  validate(config, jax.device_count())
-  workdir_lib.check_writable(workdir)
-  workdir_lib.check_free(workdir)
-  workdir_lib.check_config(config, workdir)
-  data_cfg = config.data
-  source = data.open_source(data_cfg.name, data_dir=data_cfg.data_dir or None,
-                            manual_dir=data_cfg.manual_dir or None,
-                            val_fraction=data_cfg.val_fraction, seed=config.seed,
-                            download=data_cfg.download, max_examples=data_cfg.max_examples,
-                            image_size=data_cfg.image_size, augment=data_cfg.augment,
-                            create_data_dir=data_cfg.prepare)
-  kind = data_pipeline.choose(data_cfg.pipeline, source)
-  check_pipeline(config, kind)
-  if data_cfg.batch_size > source.num_examples("train"):
-    raise ConfigError(f"data.batch_size={data_cfg.batch_size} is larger than the "
-                      f"{source.num_examples('train')} training examples; lower it (or raise "
-                      "data.max_examples)")
-  plain = plain_model(config, source)
-  check_prunable(config, plain, source.image_shape)
-  check_teacher(config, plain, source.image_shape)
-  return source, kind, plain, schedule_of(config)
-
-
-def check_prunable(config, model, image_shape) -> None:
-  """prune.include and prune.exclude must leave kernels to prune, and nothing else; Wanda
-  reads activations from Linen modules."""
-  if config.prune.criterion == "wanda" and isinstance(model, usermodels.NNXModel):
-    raise ConfigError(f"prune.criterion=wanda reads each layer's inputs from Linen modules; "
-                      f"{config.model.name} is an NNX module: use magnitude or random")
-  params = export.abstract_variables(model, image_shape)["params"]
-  prune = config.prune
-  paths = masks_lib.prunable_paths(params, prune.include, prune.exclude)
-  if not paths:
-    raise ConfigError(f"prune.include={list(prune.include)} and prune.exclude="
-                      f"{list(prune.exclude)} leave no parameter to prune (empty include: every "
-                      "kernel of two or more dimensions); widen them")
-  flat = tree.flatten(params)
-  thin = [path for path in paths if np.ndim(flat[path]) < 2]
-  if thin:
-    raise ConfigError(f"prune.include matches {thin[0]}, which has "
-                      f"{np.ndim(flat[thin[0]])} dimension(s); only kernels (two or more) can "
-                      "be pruned: narrow the pattern")
-
-
-def plain_model(config, source: data.Source):
-  """The dense model the config names; a user's is built and traced abstractly first, every
-  broken convention a one-line ConfigError (usermodels.check)."""
-  try:
-    plain = models.make_model(config.model, source.num_classes)
-    if usermodels.is_user_model(config.model.name):
-      plain = usermodels.check(plain, config.model.name, source.image_shape, source.num_classes)
-  except usermodels.UserModelError as e:
-    raise ConfigError(str(e)) from None
-  return plain
-
-
-def plateau_notes(config) -> list[str]:
-  """What the plateau rule can do inside these stages: after a reset the first epoch always
-  improves, so a cut comes after epoch patience + 1 of a stage at the earliest and acts on
-  the epoch after it."""
-  patience, epochs = config.train.plateau.patience, config.train.max_epochs_per_stage
-  if epochs > patience + 1:
-    return []
-  return [f"note: stages of {epochs} epoch(s) are too short for the plateau rule to act in "
-          f"them (patience {patience}: the earliest cut follows epoch {patience + 1} of a "
-          "stage); every stage trains at the initial learning rate"]
-
-
-def check_platform(config) -> None:
-  """Says where the run trains; warns when a config sized for a GPU or TPU finds only a CPU
-  (a plain `pip install` brings a CPU-only jaxlib)."""
-  backend = jax.default_backend()
-  _print(f"platform: {backend}, {jax.device_count()} device(s) in {jax.process_count()} "
-         "process(es)")
-  if config.sized_for == "accelerator" and backend == "cpu" and devices.is_primary():
-    print("warning: this config is sized for a GPU or TPU (sized_for=accelerator) but JAX "
-          "found only the CPU; on a GPU or TPU machine install with pip install -e '.[cuda]' "
-          "or -e '.[tpu]', or run a smoke variant", file=sys.stderr, flush=True)
-
-
-def check_teacher(config, model, image_shape) -> None:
-  """A given teacher checkpoint must exist and match the model's shapes."""
-  path = config.teacher.checkpoint
-  if not path:
-    return
-  if checkpoint.variables_dir(path) is None:
-    raise ConfigError(f"teacher.checkpoint={path} is not a saved model (neither an orbax "
-                      f"checkpoint nor a folder with one in variables/); point it at the "
-                      "teacher/ or export/ folder of an earlier run, or at an orbax save of "
-                      "your model's variables")
-  try:
-    checkpoint.verify_model(path)
-    got = checkpoint.model_shapes(path)
-  except Exception as e:  # a damaged save, or a folder of something else
-    raise ConfigError(f"teacher.checkpoint={path} cannot be read ({type(e).__name__}: "
-                      f"{_first_line(e)}); point it at an intact teacher/ or export/ folder")
-  want = {jax.tree_util.keystr(path_): tuple(leaf.shape) for path_, leaf in
-          jax.tree_util.tree_flatten_with_path(export.abstract_variables(model, image_shape))[0]}
-  if want != got:
-    diff = sorted(key for key in set(want) | set(got) if want.get(key) != got.get(key))[:3]
-    raise ConfigError(f"teacher.checkpoint={path} does not fit model {config.model.name} "
-                      f"(e.g. {diff[0]}: {got.get(diff[0])} vs {want.get(diff[0])}); "
-                      "use a checkpoint of the same model and dataset")
 
 
 def start(config, workdir, source: data.Source, kind: str, plain) -> Context:
@@ -273,7 +160,7 @@ def teacher_variables(ctx: Context) -> tuple[dict, list, bool]:
       return devices.put_replicated(variables, ctx.mesh), meta["history"], False
     except Exception as e:  # damaged: the pretraining checkpoints hold the same weights
       aside = f"{path}.unreadable-{int(time.time())}"
-      _warn(f"{path} cannot be used ({type(e).__name__}: {_first_line(e)}); moved to {aside} "
+      _warn(f"{path} cannot be used ({type(e).__name__}: {first_line(e)}); moved to {aside} "
             "and rebuilt from checkpoints/pretrain")
       if devices.is_primary():
         os.replace(path, aside)

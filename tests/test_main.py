@@ -1,7 +1,6 @@
 """Bad input: one line on stderr, exit code 2, and the workdir untouched."""
 
 import os
-import re
 import subprocess
 import sys
 
@@ -105,19 +104,6 @@ def test_real_process_exit_code_and_single_line(tmp_path):
   assert proc.stderr.strip().splitlines() == [
       "error: prune.keep_ratio=2.0 must be in (0, 1]"]
   assert not workdir.exists()
-
-
-def test_the_run_says_its_platform_and_warns_when_an_accelerator_config_finds_a_cpu(capsys):
-  from alphaprune import config as config_lib, train
-  c = config_lib.base_config()
-  train.check_platform(c)
-  out, err = capsys.readouterr()
-  assert re.fullmatch(r"platform: cpu, \d+ device\(s\) in 1 process\(es\)\n", out) and not err
-  c.sized_for = "accelerator"  # configs/reference.py: sized for a GPU or TPU
-  train.check_platform(c)
-  err = capsys.readouterr().err
-  assert err.count("\n") == 1 and err.startswith("warning: this config is sized for a GPU or TPU")
-  assert "pip install -e '.[cuda]' or -e '.[tpu]'" in err
 
 
 _RUN_AND_REPORT_TF = """

@@ -15,7 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from alphaprune import checkpoint, compare, export, masks as masks_lib, models, train, tree
-from alphaprune import usermodels
+from alphaprune import preflight, usermodels
 from cli import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,7 +144,7 @@ def test_a_bare_params_tree_is_a_teacher_too(tmp_path):
     ckptr.save(str(tmp_path / "bare"), variables["params"])
   config = fashion_mnist.get_config("smoke")
   config.update_from_flattened_dict({"model.hidden": (8,), "teacher.checkpoint": str(tmp_path / "bare")})
-  train.check_teacher(config, model, (28, 28, 1))  # shapes agree: no error
+  preflight.check_teacher(config, model, (28, 28, 1))  # shapes agree: no error
   loaded, _ = checkpoint.load_model(str(tmp_path / "bare"), jax.tree.map(np.zeros_like, variables))
   assert set(loaded) == {"params"}
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables)):

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
