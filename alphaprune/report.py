@@ -343,7 +343,6 @@ def _pyplot():
 def _colour(method: str, index: int, by_method: bool) -> str:
   base = method.split("@")[0]
   base = base[:-len(RANDOM)] if base.endswith(RANDOM) else base
-  by_method = by_method and "@" not in method
   return f"C{(METHODS.index(base) if by_method and base in METHODS else index) % 10}"
 
 
@@ -367,7 +366,8 @@ def plot_curve(entries: list[dict], path: str) -> None:
              color="0.5", alpha=0.2, lw=0)
   ax.axhline(teachers["mean"], color="k", ls="--", lw=1,
              label=f"dense teacher {teachers['mean']:.4f} ± {teachers['std']:.4f}")
-  by_method = not any(entry["settings"] for entry in entries)
+  # A method's own colour, unless settings or NAME@KEY=VALUE entries share a method.
+  by_method = not any(entry["settings"] or "@" in entry["method"] for entry in entries)
   for index, cells in enumerate(rows.values()):
     row = sorted(cells.values(), key=lambda entry: entry["keep_ratio"])
     method = row[0]["method"]
@@ -415,7 +415,8 @@ def plot_paired(entries: list[dict], path: str, panels: str | None = None) -> No
 def _paired_axes(ax, entries: list[dict]) -> None:
   _, rows = _by_row(entries)
   ax.axhline(0.0, color="k", lw=1, label="alpha_blend")
-  by_method = not any(entry["settings"] for entry in entries)
+  # A method's own colour, unless settings or NAME@KEY=VALUE entries share a method.
+  by_method = not any(entry["settings"] or "@" in entry["method"] for entry in entries)
   rows = [r for r in rows.values() if next(iter(r.values()))["method"] != "alpha_blend"]
   for index, cells in enumerate(rows):
     row = [e for e in sorted(cells.values(), key=lambda e: e["keep_ratio"])
@@ -533,9 +534,15 @@ def plot_stages(curves: dict, path: str) -> bool:
     for ax in row:
       ax.grid(alpha=0.3)
       ax.set_title(cell, fontsize=8)
-      ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2,
-                frameon=False)
-  fig.tight_layout()
+  # One legend for the figure: the methods' colours (and the reference line) are shared.
+  labels = {}
+  for ax in axes.flat:
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+      labels.setdefault(label, handle)
+  lines = -(-len(labels) // 3)
+  fig.legend(list(labels.values()), list(labels), loc="lower center", ncol=3, fontsize=8,
+             frameon=False)
+  fig.tight_layout(rect=(0, min(0.4, (0.3 * lines + 0.2) / (4.2 * len(cells))), 1, 1))
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return True
