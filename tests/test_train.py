@@ -1,5 +1,6 @@
 """The whole pipeline through the real `run()`, on TFDS mock data."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,6 +54,22 @@ def finished(tmp_path_factory):
   config = smoke(**{"data.data_dir": str(workdir / "tfds"), "data.prepare": True, "checkpoint.keep": 2})
   return workdir, config, run_mock(config, workdir)
 
+
+
+@contextlib.contextmanager
+def _killed_in_the_third_prune_epoch(monkeypatch):
+  """Inside the block, a run dies (RuntimeError "killed") as its third prune epoch starts."""
+  real, prune_epochs = train.train_one_epoch, []
+
+  def dies_at_the_third_prune_epoch(state, stage, k, phase, *rest):
+    if phase.name == "prune" and len(prune_epochs) == 2:
+      raise RuntimeError("killed")
+    prune_epochs.append(phase.name)
+    return real(state, stage, k, phase, *rest)
+
+  with monkeypatch.context() as m:
+    m.setattr(train, "train_one_epoch", dies_at_the_third_prune_epoch)
+    yield
 
 def test_end_to_end_summary_metrics_and_export(finished):
   workdir, config, summary = finished
@@ -223,18 +240,9 @@ def test_pretraining_history_survives_a_crash_before_the_first_prune_checkpoint(
   assert not (work / "checkpoints" / "prune").exists()
   # Crash 2: two prune epochs later, so the next resume rewrites metrics.jsonl from a
   # prune checkpoint.
-  real, prune_epochs = train.train_one_epoch, []
-
-  def dies_at_the_third_prune_epoch(state, stage, k, phase, *rest):
-    if phase.name == "prune" and len(prune_epochs) == 2:
-      raise RuntimeError("killed")
-    prune_epochs.append(phase.name)
-    return real(state, stage, k, phase, *rest)
-
-  with monkeypatch.context() as m:
-    m.setattr(train, "train_one_epoch", dies_at_the_third_prune_epoch)
-    with pytest.raises(RuntimeError, match="killed"):
-      run_mock(config, work)
+  with (_killed_in_the_third_prune_epoch(monkeypatch),
+        pytest.raises(RuntimeError, match="killed")):
+    run_mock(config, work)
   run_mock(config, work)
   metrics = read_metrics(work)
   assert [m["epoch"] for m in metrics if m["phase"] == "pretrain"] == [1, 2]  # each once
@@ -398,18 +406,9 @@ def test_bfloat16_smoke_run_is_within_a_point_of_float32_and_resumes_bit_identic
   assert half["pruned_test_accuracy"] > 0.8  # it learned: chance is 0.1
   assert abs(half["pruned_test_accuracy"] - full["pruned_test_accuracy"]) < 0.015
   assert half["pruned_test_accuracy"] != full["pruned_test_accuracy"]  # bfloat16 really ran
-  real, prune_epochs = train.train_one_epoch, []
-
-  def dies_at_the_third_prune_epoch(state, stage, k, phase, *rest):
-    if phase.name == "prune" and len(prune_epochs) == 2:
-      raise RuntimeError("killed")
-    prune_epochs.append(phase.name)
-    return real(state, stage, k, phase, *rest)
-
-  with monkeypatch.context() as m:
-    m.setattr(train, "train_one_epoch", dies_at_the_third_prune_epoch)
-    with pytest.raises(RuntimeError, match="killed"):
-      train.run(config("bfloat16"), str(tmp_path / "resumed"))
+  with (_killed_in_the_third_prune_epoch(monkeypatch),
+        pytest.raises(RuntimeError, match="killed")):
+    train.run(config("bfloat16"), str(tmp_path / "resumed"))
   train.run(config("bfloat16"), str(tmp_path / "resumed"))
   a, _ = checkpoint.load_model(str(tmp_path / "bf16" / "export"))
   b, _ = checkpoint.load_model(str(tmp_path / "resumed" / "export"))

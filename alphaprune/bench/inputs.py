@@ -95,6 +95,21 @@ def fashion_mnist(workdir: str):
                                 manual_dir=prepare.DEBIAN_FASHION_MNIST)
 
 
+def _bare_steps(holders: dict, name: str, batch, count: int, cfg: steps.StepConfig):
+  """A zero-argument callable: `count` jitted steps on one batch already in place, from and
+  back into `holders[name]`, the metrics summed on the device and read once at the end (as
+  the driver reads them after every epoch)."""
+  zeros = jax.tree.map(np.asarray, steps.zero_sums(holders[name], batch, {}, cfg))
+
+  def go():
+    state, sums = holders[name], devices.put_replicated(zeros, cfg.mesh)
+    for _ in range(count):
+      state, sums = steps.train_batch(state, sums, batch, {}, cfg)
+    holders[name] = state
+    return float(sums["loss"])
+  return go
+
+
 def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: int = 2) -> dict:
   """The streamed pipeline's input overhead on LeNet-5, real Fashion-MNIST (421 steps of
   batch 128 an epoch): a streamed epoch as the driver runs it (`StreamPhase.train_epoch`:
@@ -123,14 +138,7 @@ def stream_input_overhead(workdir: str, repeats: int, workers=(0, 1), threads: i
   phases["read_only"] = stream.StreamPhase(first, stream.Consumed(
       first.read_ahead_steps(reads, per_epoch * (repeats + 1))), {})
   holders = {name: lenet.blended_state("layer") for name in ["bare", *phases]}
-  zeros = jax.tree.map(np.asarray, steps.zero_sums(holders["bare"], fixed, {}, cfg))
-
-  def bare():
-    state, sums = holders["bare"], devices.put_replicated(zeros, lenet.mesh)
-    for _ in range(per_epoch):
-      state, sums = steps.train_batch(state, sums, fixed, {}, cfg)
-    holders["bare"] = state
-    return float(sums["loss"])  # the driver reads the metrics after every epoch
+  bare = _bare_steps(holders, "bare", fixed, per_epoch, cfg)
 
   def streamed(name):
     def go():
@@ -174,17 +182,8 @@ def stream_data_rate(source, setup: Setup, count: int, workers=(0, 1), threads: 
         time.perf_counter() - t0)
     phase.close()
   # The step it must feed: one batch in place, as in the overhead's bare epoch.
-  holder = {"state": setup.blended_state("layer")}
   placed = devices.put_replicated(synthetic(batch, setup.shape, 10), setup.mesh)
-  zeros = jax.tree.map(np.asarray, steps.zero_sums(holder["state"], placed, {}, cfg))
-
-  def steps_only():
-    state, sums = holder["state"], devices.put_replicated(zeros, setup.mesh)
-    for _ in range(count):
-      state, sums = steps.train_batch(state, sums, placed, {}, cfg)
-    holder["state"] = state
-    return sums
-
+  steps_only = _bare_steps({"state": setup.blended_state("layer")}, "state", placed, count, cfg)
   seconds = interleaved({"steps": steps_only}, 3)["steps"]
   out["stream_step_batches_per_second"] = count / seconds
   out["stream_data_batches_per_second"] = max(out[f"stream_data_batches_per_second_workers{w}"]
