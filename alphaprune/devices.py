@@ -92,7 +92,9 @@ def use_compilation_cache(setting: str) -> str | None:
   `compare` run after the first reuse their compiled programs): `setting` is a folder, "" for
   the per-user default ($XDG_CACHE_HOME or ~/.cache, then alphaprune/jax), or "off". The
   environment variable ALPHAPRUNE_COMPILE_CACHE overrides it, and JAX's own
-  JAX_COMPILATION_CACHE_DIR, where set, is left to JAX. Returns the folder used (None: off)."""
+  JAX_COMPILATION_CACHE_DIR, where set, is left to JAX. Programs that compile in under 0.1 s are
+  not written unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise. Returns the folder
+  used (None: off)."""
   setting = os.environ.get("ALPHAPRUNE_COMPILE_CACHE", setting)
   if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     return os.environ["JAX_COMPILATION_CACHE_DIR"]
@@ -101,5 +103,6 @@ def use_compilation_cache(setting: str) -> str | None:
   folder = setting or os.path.join(
       os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "alphaprune", "jax")
   jax.config.update("jax_compilation_cache_dir", folder)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
   return folder
