@@ -51,7 +51,7 @@ def test_readme_functional_example_prunes_an_nnx_model():
   exec(compile(code, "README.md", "exec"), env)
   pruned, masks, x, y = env["pruned"], env["masks"], env["x"], env["y"]
   accuracy = np.mean(np.argmax(pruned(x), -1) == np.asarray(y))
-  _check_pruned([pruned.fc1.kernel.value, pruned.fc2.kernel.value],
+  _check_pruned([pruned.fc1.kernel[...], pruned.fc2.kernel[...]],
                 [masks["fc1"]["kernel"], masks["fc2"]["kernel"]], accuracy)
 
 
