@@ -124,3 +124,13 @@ def test_the_vit_compact_speedup_times_a_smaller_vit(structure, field):
   dense = {"heads": bench_main.VIT["num_heads"], "mlp_dims": 96}[field]
   assert all(0 < width < dense for width in vit["compact_fields"][field])
   assert vit["compact_speedup_b2"] > 0
+
+
+def test_the_compact_speedup_prunes_to_the_keep_ratio_asked():
+  from alphaprune.bench import compact
+  convnet = {"name": "cnn", "kwargs": {"channels": (8, 16), "fc": ()}}
+  sizes = {keep: compact.compact_speedups(convnet, (28, 28, 1), 1, batches=(2,), iters=1,
+                                          keep_ratio=keep)
+           for keep in (0.35, 0.1)}
+  assert sizes[0.1]["compact_params"] < sizes[0.35]["compact_params"] < sizes[0.35]["dense_params"]
+  assert sizes[0.1]["compact_fields"] != sizes[0.35]["compact_fields"]

@@ -10,18 +10,18 @@ from alphaprune.bench.timing import interleaved
 
 
 def compact_speedups(model_cfg, shape, repeats, batches=(1, 32, 256), iters=20,
-                     structure: str = "filter") -> dict:
-  """Dense ÷ compact forward time (eval mode) of a model pruned to 35% of its prunable
-  weights by whole filters (or, for the ViT, attention `heads` or MLP `neurons`), per
-  batch size."""
+                     structure: str = "filter", keep_ratio: float = 0.35) -> dict:
+  """Dense ÷ compact forward time (eval mode) of a model pruned to `keep_ratio` of its
+  prunable weights by whole filters (or, for the ViT, attention `heads` or MLP `neurons`),
+  per batch size."""
   dense = models.make_model(model_cfg, 10)
   variables = dense.init(jax.random.key(0), jnp.zeros((1,) + shape))
   if structure == "filter":
-    masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.35, structure="filter",
+    masks = masks_lib.compute_masks(variables["params"], keep_ratio=keep_ratio, structure="filter",
                                     groups=dense.channel_groups())
     fields, small = compact_lib.compact_variables(dense, variables, masks)
   else:
-    masks = masks_lib.compute_masks(variables["params"], keep_ratio=0.35, structure=structure,
+    masks = masks_lib.compute_masks(variables["params"], keep_ratio=keep_ratio, structure=structure,
                                     units=dense.unit_groups(structure))
     fields, small = compact_lib.compact_units(dense, variables, masks, structure)
   small = jax.device_put(small)  # on the device like the dense model's, not copied per call
