@@ -321,7 +321,7 @@ def write_grid(grid: dict, folder: str) -> None:
   entries = grid["entries"]
   plot_curve(entries, os.path.join(folder, "compare.png"))
   if any(entry["paired"] for entry in entries):
-    plot_paired(entries, os.path.join(folder, "paired.png"))
+    plot_paired(entries, os.path.join(folder, "paired.png"), panel_key(entries))
   for method in ("alpha_blend", "soft"):
     histories = {cell: runs[method] for cell, runs in grid.get("curves", {}).items()
                  if method in runs}
@@ -386,6 +386,15 @@ def plot_curve(entries: list[dict], path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def panel_key(entries: list[dict]) -> str | None:
+  """The grid's settings joined by "+" where they take 2 to 4 values, else None: the paired
+  figure then draws one panel a value, each with its own colours and legend, instead of
+  every method × setting in one axes."""
+  keys = list(dict.fromkeys(key for entry in entries for key in entry["settings"]))
+  values = {tuple(str(entry["settings"].get(key)) for key in keys) for entry in entries}
+  return "+".join(keys) if keys and 2 <= len(values) <= 4 else None
 
 
 def plot_paired(entries: list[dict], path: str, panels: str | None = None) -> None:

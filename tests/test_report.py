@@ -56,3 +56,14 @@ def test_stage_curves_average_seeds_and_skip_older_grids(tmp_path):
   older = {"keep_0.35": {"alpha_blend": [[{"alpha": 0.5, "train_loss": 1, "val_loss": 1}]]}}
   assert not report.plot_stages(older, str(tmp_path / "old.png"))
   assert not (tmp_path / "old.png").exists()
+
+
+def test_the_paired_figure_takes_a_panel_per_setting_of_a_small_grid():
+  entry = lambda **settings: {"settings": settings}
+  rates = [entry(**{"train.learning_rate": r}) for r in ("0.001", "0.01", "0.1")]
+  assert report.panel_key(rates) == "train.learning_rate"
+  joined = [entry(a="1", b="2"), entry(a="5", b="4"), entry(a="1", b="2")]
+  assert report.panel_key(joined) == "a+b"
+  assert report.panel_key([entry(), entry()]) is None  # no grid: one axes
+  assert report.panel_key([entry(s=str(v)) for v in range(5)]) is None  # too many panels
+  assert report.panel_key([entry(s="x")]) is None
