@@ -340,6 +340,12 @@ def _pyplot():
   return plt
 
 
+def _by_method(entries: list[dict]) -> bool:
+  """Whether each method keeps its own colour: not where settings or NAME@KEY=VALUE entries
+  share a method."""
+  return not any(entry["settings"] or "@" in entry["method"] for entry in entries)
+
+
 def _colour(method: str, index: int, by_method: bool) -> str:
   base = method.split("@")[0]
   base = base[:-len(RANDOM)] if base.endswith(RANDOM) else base
@@ -366,8 +372,7 @@ def plot_curve(entries: list[dict], path: str) -> None:
              color="0.5", alpha=0.2, lw=0)
   ax.axhline(teachers["mean"], color="k", ls="--", lw=1,
              label=f"dense teacher {teachers['mean']:.4f} ± {teachers['std']:.4f}")
-  # A method's own colour, unless settings or NAME@KEY=VALUE entries share a method.
-  by_method = not any(entry["settings"] or "@" in entry["method"] for entry in entries)
+  by_method = _by_method(entries)
   for index, cells in enumerate(rows.values()):
     row = sorted(cells.values(), key=lambda entry: entry["keep_ratio"])
     method = row[0]["method"]
@@ -424,8 +429,7 @@ def plot_paired(entries: list[dict], path: str, panels: str | None = None) -> No
 def _paired_axes(ax, entries: list[dict]) -> None:
   _, rows = _by_row(entries)
   ax.axhline(0.0, color="k", lw=1, label="alpha_blend")
-  # A method's own colour, unless settings or NAME@KEY=VALUE entries share a method.
-  by_method = not any(entry["settings"] or "@" in entry["method"] for entry in entries)
+  by_method = _by_method(entries)
   rows = [r for r in rows.values() if next(iter(r.values()))["method"] != "alpha_blend"]
   for index, cells in enumerate(rows):
     row = [e for e in sorted(cells.values(), key=lambda e: e["keep_ratio"])

@@ -26,9 +26,6 @@ def test_placement_on_the_data_mesh():
   assert devices.is_primary()
 
 
-RUN_PROGRAMS = ("jit_train_epoch", "jit_evaluate", "jit_observe")
-
-
 def _synthetic_run(workdir, cache):
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
   return subprocess.run(
@@ -54,9 +51,7 @@ def test_a_second_identical_run_compiles_nothing_new_into_the_persistent_cache(t
   # Every program of the second run (the epoch, evaluation, the plateau rule, small ops) came
   # from the cache: not one new entry.
   assert set(os.listdir(cache)) == entries, set(os.listdir(cache)) - entries
-  assert [name for name in entries if name.startswith(RUN_PROGRAMS)]
   assert any(name.startswith("jit_train_epoch") for name in entries)
-  after_second = set(os.listdir(cache))
   off = _synthetic_run(tmp_path / "c", "off")  # and with the cache off, none is written
-  assert off.returncode == 0 and set(os.listdir(cache)) == after_second
+  assert off.returncode == 0 and set(os.listdir(cache)) == entries
   assert not os.path.exists(f"{tmp_path}/c_xdg") and not os.path.exists(f"{REPO}/off")

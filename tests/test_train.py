@@ -55,7 +55,6 @@ def finished(tmp_path_factory):
   return workdir, config, run_mock(config, workdir)
 
 
-
 @contextlib.contextmanager
 def _killed_in_the_third_prune_epoch(monkeypatch):
   """Inside the block, a run dies (RuntimeError "killed") as its third prune epoch starts."""
@@ -70,6 +69,7 @@ def _killed_in_the_third_prune_epoch(monkeypatch):
   with monkeypatch.context() as m:
     m.setattr(train, "train_one_epoch", dies_at_the_third_prune_epoch)
     yield
+
 
 def test_end_to_end_summary_metrics_and_export(finished):
   workdir, config, summary = finished
